@@ -1,0 +1,30 @@
+# Every target installs what it needs into .venv first (a fresh clone needs nothing else).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DATA ?= $(firstword $(wildcard ../shared/data) $(ROBUSTKIT_DATA))
+PYTEST_ARGS ?= -n 2
+
+.PHONY: venv demo test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m robustkit demo --out runs/demo
+
+test: $(STAMP)
+	ROBUSTKIT_DATA=$(DATA) $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt --no-deps torchattacks==3.5.1
+	ROBUSTKIT_DATA=$(DATA) $(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,6 @@
+"""robustkit: adversarial attacks, adversarial training and honest robustness audits for PyTorch."""
+from .threat import ThreatModel
+from . import attacks
+
+__version__ = "0.1.0"
+__all__ = ["ThreatModel", "attacks", "__version__"]

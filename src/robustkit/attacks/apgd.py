@@ -1,0 +1,124 @@
+"""APGD — Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+parameter-free attacks" (ICML 2020). The white-box core of AutoAttack.
+
+Step-size-free PGD: it starts with step 2*eps, adds momentum (alpha = 0.75) and halves the step
+of a sample at checkpoints where its loss stopped improving (fewer than rho = 0.75 of the steps
+since the last checkpoint increased the loss, or the step was not reduced at the last checkpoint
+and the best loss has not moved), restarting that sample from its best point. Checkpoints follow
+the paper: p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06).
+
+``apgd-ce`` ascends cross-entropy; ``apgd-dlr`` the shift- and scale-invariant DLR loss, and with
+``targeted=True`` runs the targeted DLR variant against the ``n_target_classes`` most likely wrong
+classes in turn (AutoAttack's APGD-T). Both work for linf and l2. ``steps`` = 100 and ``restarts`` = 1
+by default (AutoAttack's budgets); each restart/target runs only on samples still robust.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._validation import check_number
+from .base import Attack, BestTracker, ce_loss, dlr_loss, fooled, input_grad
+from .registry import register_attack
+
+
+def _checkpoints(steps: int) -> list[int]:
+    p = [0.0, 0.22]
+    while p[-1] < 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    return sorted({math.ceil(q * steps) for q in p[1:] if math.ceil(q * steps) < steps})
+
+
+class _APGD(Attack):
+    loss_name = "ce"
+
+    def __init__(self, threat, *, steps: int = 100, restarts: int = 1, rho: float = 0.75,
+                 momentum: float = 0.75, targeted: bool = False, n_target_classes: int = 9, **kw):
+        super().__init__(threat, **kw)
+        self.steps = check_number(steps, "steps", owner=self.name, low=1, integer=True)
+        self.restarts = check_number(restarts, "restarts", owner=self.name, low=1, integer=True)
+        self.rho = check_number(rho, "rho", owner=self.name, low=0, high=1)
+        self.momentum = check_number(momentum, "momentum", owner=self.name, low=0, high=1)
+        self.targeted = bool(targeted)
+        self.n_target_classes = check_number(n_target_classes, "n_target_classes", owner=self.name, low=1,
+                                             integer=True)
+
+    def _loss(self, logits, y, target):
+        if self.loss_name == "dlr":
+            return dlr_loss(logits, y, target)
+        return ce_loss(logits, y, target)
+
+    def _perturb(self, model, x, y, target, generator):
+        best = BestTracker(x)
+        if self.targeted and target is None:
+            # AutoAttack's APGD-T: for k = 2..n+1, target the k-th most likely class of the clean input.
+            with torch.no_grad():
+                order = model(x).sort(dim=1).indices
+            n_classes = order.shape[1]
+            for k in range(2, min(self.n_target_classes + 1, n_classes) + 1):
+                targets = order[:, -k]
+                self._run_restarts(model, x, y, targets, generator, best, success_target=None)
+        else:
+            self._run_restarts(model, x, y, target, generator, best, success_target=target)
+        return best.x_best
+
+    def _run_restarts(self, model, x, y, loss_target, generator, best, success_target):
+        for _ in range(self.restarts):
+            idx = best.active()
+            if idx.numel() == 0:
+                return
+            t = None if loss_target is None else loss_target[idx]
+            st = None if success_target is None else success_target[idx]
+            self._attack_once(model, x[idx], y[idx], t, st, idx, generator, best)
+
+    def _attack_once(self, model, x, y, loss_target, success_target, idx, generator, best):
+        threat = self.threat
+        n = x.shape[0]
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        step = torch.full((n,), 2.0 * threat.eps, device=x.device, dtype=x.dtype)
+        checkpoints = set(_checkpoints(self.steps))
+        x_adv = threat.random_start(x, generator)
+        grad, logits, loss = input_grad(model, x_adv, y, self._loss, loss_target)
+        best.update(idx, x_adv, loss, fooled(logits, y, success_target))
+        loss_best, x_max, grad_max = loss.clone(), x_adv.clone(), grad.clone()
+        x_prev = x_adv.clone()
+        increases = torch.zeros(n, device=x.device)
+        loss_prev = loss.clone()
+        last_check, loss_best_at_check = 0, loss_best.clone()
+        reduced_at_check = torch.ones(n, dtype=torch.bool, device=x.device)
+        for i in range(self.steps):
+            # The first step has no momentum (a = 1), as in the reference implementation.
+            a = self.momentum if i > 0 else 1.0
+            z = threat.project(x_adv + step.view(shape) * threat.steepest_direction(grad), x)
+            x_new = threat.project(x_adv + a * (z - x_adv) + (1 - a) * (x_adv - x_prev), x)
+            x_prev, x_adv = x_adv, x_new
+            grad, logits, loss = input_grad(model, x_adv, y, self._loss, loss_target)
+            best.update(idx, x_adv, loss, fooled(logits, y, success_target))
+            increases += (loss > loss_prev).to(increases.dtype)
+            loss_prev = loss
+            improved = loss > loss_best
+            x_max[improved], grad_max[improved], loss_best[improved] = x_adv[improved], grad[improved], loss[improved]
+            if i + 1 in checkpoints:
+                window = i + 1 - last_check
+                oscillating = increases <= window * self.rho
+                stalled = ~reduced_at_check & (loss_best_at_check >= loss_best)
+                reduce = oscillating | stalled
+                reduced_at_check = reduce
+                loss_best_at_check = loss_best.clone()
+                step[reduce] /= 2.0
+                x_adv[reduce], grad[reduce] = x_max[reduce], grad_max[reduce]
+                increases.zero_()
+                last_check = i + 1
+            if bool(best.done[idx].all()):
+                return  # every sample of this run is fooled: no further step can change the outcome
+
+
+@register_attack("apgd-ce")
+class APGDCE(_APGD):
+    loss_name = "ce"
+
+
+@register_attack("apgd-dlr")
+class APGDDLR(_APGD):
+    loss_name = "dlr"

@@ -1,0 +1,188 @@
+"""The Attack base class: it owns the invariants every attack must keep, once.
+
+An attack is ``attack(model, x, y, *, target=None) -> x_adv``. The base class checks the inputs,
+puts the model in the mode the attack wants (eval by default) and restores every module's mode
+afterwards, and projects the result into the threat model. Subclasses implement ``_perturb`` and
+nothing else. Gradients are taken with ``torch.autograd.grad`` with respect to the input only, so
+parameter ``.grad`` fields are never touched.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._validation import check_choice, check_inputs, check_labels, check_number
+from ..threat import ThreatModel
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class _CheckedModel:
+    """Calls the model and validates its output once (logit shape, labels inside its classes).
+
+    Checking at the attack's first forward pass costs nothing extra: a separate clean pass would
+    add a third of a step to single-step attacks used in training.
+    """
+
+    def __init__(self, model: nn.Module, y: torch.Tensor, target: torch.Tensor | None, owner: str):
+        self.model, self.y, self.target, self.owner = model, y, target, owner
+        self.checked = False
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        if not self.checked:
+            if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+                shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+                raise ValueError(f"The 'model' parameter of {self.owner} must return logits of shape (N, classes) "
+                                 f"for a batch of N={x.shape[0]}. Got {shape} instead.")
+            check_labels(self.y, logits.shape[1], "y", self.owner)
+            if self.target is not None:
+                check_labels(self.target, logits.shape[1], "target", self.owner)
+            self.checked = True
+        return logits
+
+
+def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """z_y - max_{j != y} z_j per sample (negative means misclassified)."""
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.clone()
+    other.scatter_(1, y[:, None], float("-inf"))
+    return z_y - other.amax(1)
+
+
+def dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """Difference-of-logits-ratio loss (Croce & Hein 2020), per sample; larger is more adversarial.
+
+    Untargeted: -(z_y - max_{j!=y} z_j) / (z_pi1 - z_pi3). Targeted: -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4)/2).
+    It is invariant to shifting and rescaling the logits, which defeats saturated-logit gradient masking.
+    """
+    srt = logits.sort(dim=1, descending=True).values
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    if target is None:
+        return -margin(logits, y) / (srt[:, 0] - srt[:, 2] + 1e-12)
+    z_t = logits.gather(1, target[:, None]).squeeze(1)
+    return -(z_y - z_t) / (srt[:, 0] - 0.5 * (srt[:, 2] + srt[:, 3]) + 1e-12)
+
+
+def ce_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample loss to ascend: CE of the true class, or minus CE of the target class."""
+    if target is None:
+        return F.cross_entropy(logits, y, reduction="none")
+    return -F.cross_entropy(logits, target, reduction="none")
+
+
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {"ce": ce_loss, "dlr": dlr_loss,
+                                                  "margin": lambda z, y, t=None: -margin(z, y) if t is None
+                                                  else (z.gather(1, t[:, None]) - z.gather(1, y[:, None])).squeeze(1)}
+
+
+def input_grad(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+               loss: Callable[..., torch.Tensor], target: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(gradient of the summed per-sample loss w.r.t. x, logits, per-sample loss), all detached."""
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    per_sample = loss(logits, y, target)
+    (grad,) = torch.autograd.grad(per_sample.sum(), x)
+    return grad.detach(), logits.detach(), per_sample.detach()
+
+
+def fooled(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """Success per sample: misclassified (untargeted) or classified as the target (targeted)."""
+    pred = logits.argmax(1)
+    return pred != y if target is None else pred == target
+
+
+class Attack:
+    """Base class. Subclasses set ``name`` (via ``@register_attack``) and implement ``_perturb``.
+
+    Keyword arguments common to all attacks:
+      seed: seeds the attack's own ``torch.Generator``; the same seed gives the same result.
+      model_mode: "eval" (default: batch-norm/dropout frozen while attacking) or "keep" (attack the
+        model in whatever mode it is in; training objectives use this when a method wants it).
+    """
+
+    name: ClassVar[str] = "attack"
+
+    def __init__(self, threat: ThreatModel, *, seed: int = 0, model_mode: str = "eval"):
+        if not isinstance(threat, ThreatModel):
+            raise TypeError(f"The 'threat' parameter of {self.name} must be a robustkit.ThreatModel. "
+                            f"Got {type(threat).__name__} instead.")
+        self.threat = threat
+        self.seed = check_number(seed, "seed", owner=self.name, low=0, integer=True)
+        self.model_mode = check_choice(model_mode, "model_mode", ("eval", "keep"), owner=self.name)
+
+    # -- reporting ------------------------------------------------------------------------------
+    def params(self) -> dict:
+        """The full configuration (constructor arguments + threat model) for reports and provenance."""
+        out = {"attack": self.name, "threat": self.threat.to_dict()}
+        for cls in type(self).__mro__:
+            if cls is object:
+                continue
+            for p in inspect.signature(cls.__init__).parameters.values():
+                if p.kind == p.KEYWORD_ONLY and p.name not in out and hasattr(self, p.name):
+                    out[p.name] = getattr(self, p.name)
+        return out
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items() if k != "attack")
+        return f"{type(self).__name__}({args})"
+
+    # -- the call -------------------------------------------------------------------------------
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                 target: torch.Tensor | None = None) -> torch.Tensor:
+        if not callable(model):
+            raise TypeError(f"The 'model' parameter of {self.name} must be a callable nn.Module. "
+                            f"Got {type(model).__name__} instead.")
+        check_inputs(x, y, bounds=self.threat.bounds, owner=self.name)
+        y = y.long()
+        if target is not None:
+            check_inputs(x, target, owner=self.name)
+            target = target.long()
+        modules = list(model.modules()) if isinstance(model, nn.Module) else []
+        modes = [m.training for m in modules]
+        if self.model_mode == "eval" and isinstance(model, nn.Module):
+            model.eval()
+        generator = torch.Generator(device=x.device)
+        generator.manual_seed(self.seed)
+        try:
+            with torch.enable_grad():
+                x_adv = self._perturb(_CheckedModel(model, y, target, self.name), x.detach(), y, target, generator)
+        finally:
+            for m, mode in zip(modules, modes):
+                m.training = mode
+        # The invariant, enforced once: same shape and dtype, inside the ball and the bounds.
+        return self.threat.project(x_adv.detach(), x.detach()).to(x.dtype)
+
+    def _perturb(self, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                 target: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class BestTracker:
+    """Keeps, per sample, the first successful adversarial example or else the highest-loss one.
+
+    Used for restarts and early stopping: a sample that is already fooled never needs more work,
+    and evaluation counts worst cases per sample (DESIGN decision 5).
+    """
+
+    def __init__(self, x: torch.Tensor):
+        self.x_best = x.clone()
+        self.loss_best = torch.full((x.shape[0],), float("-inf"), device=x.device, dtype=x.dtype)
+        self.done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+
+    def update(self, idx: torch.Tensor, x_cand: torch.Tensor, loss: torch.Tensor, success: torch.Tensor) -> None:
+        """Record candidates for samples ``idx`` (global indices)."""
+        not_done = ~self.done[idx]
+        better = not_done & (success | (loss > self.loss_best[idx]))
+        sel = idx[better]
+        self.x_best[sel] = x_cand[better]
+        self.loss_best[sel] = loss[better].to(self.loss_best.dtype)
+        self.done[idx[not_done & success]] = True
+
+    def active(self) -> torch.Tensor:
+        return (~self.done).nonzero().squeeze(1)

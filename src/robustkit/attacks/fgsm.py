@@ -1,0 +1,30 @@
+"""FGSM — Goodfellow, Shlens & Szegedy, "Explaining and Harnessing Adversarial Examples" (ICLR 2015).
+
+One step of size ``step_size`` (default ``eps``) along the steepest-ascent direction of the loss for
+the threat's norm (sign of the gradient for linf, normalized gradient for l2). With
+``random_start=True`` and ``step_size=1.25*eps`` it is the "Fast" attack of Wong, Rice & Kolter
+(ICLR 2020) used by Fast adversarial training.
+
+Shapes: x (N, ...) in the threat's bounds, y (N,) -> x_adv like x.
+Example: ``create("fgsm", ThreatModel("linf", 0.1))(model, x, y)``
+"""
+from __future__ import annotations
+
+from .._validation import check_choice, check_number
+from .base import LOSSES, Attack, input_grad
+from .registry import register_attack
+
+
+@register_attack("fgsm")
+class FGSM(Attack):
+    def __init__(self, threat, *, step_size: float | None = None, random_start: bool = False,
+                 loss: str = "ce", **kw):
+        super().__init__(threat, **kw)
+        self.step_size = threat.eps if step_size is None else check_number(step_size, "step_size", owner="fgsm", low=0)
+        self.random_start = bool(random_start)
+        self.loss = check_choice(loss, "loss", LOSSES, owner="fgsm")
+
+    def _perturb(self, model, x, y, target, generator):
+        x0 = self.threat.random_start(x, generator) if self.random_start else x
+        grad, _, _ = input_grad(model, x0, y, LOSSES[self.loss], target)
+        return self.threat.project(x0 + self.step_size * self.threat.steepest_direction(grad), x)

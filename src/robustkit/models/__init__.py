@@ -1,0 +1,5 @@
+"""Vision models by name; Normalize lives inside the model."""
+from .normalize import Normalize
+from .registry import available_models, create_model, model_for_dataset, model_kwargs, register_model
+
+__all__ = ["Normalize", "available_models", "create_model", "model_for_dataset", "model_kwargs", "register_model"]
