@@ -1,0 +1,131 @@
+"""``train(config)``: build data, model, objective and validator from a TrainConfig and run the Trainer.
+
+Works unchanged under ``torchrun --nproc_per_node N`` (DistributedDataParallel; gloo on CPU,
+nccl on GPU): each rank trains on a disjoint stride of every epoch's permutation and rank 0 writes
+the run folder.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..checkpoint import CheckpointError, load_model, save_model
+from ..config import TrainConfig
+from ..data import load_dataset
+from ..models import model_for_dataset
+from ..threat import ThreatModel
+from .objectives import create_objective
+from .trainer import Trainer, TrainResult, progress_default, tensor_batches, vision_validator
+from ..checkpoint import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def _distributed(device: torch.device) -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def run_dir_for(cfg: TrainConfig) -> Path:
+    name = cfg.name or f"{cfg.data}-{cfg.model}-{cfg.method}"
+    return Path(cfg.out_dir) / name
+
+
+def check_model_fits_data(model_spec: dict, data_spec: dict, source: str) -> None:
+    """A model whose input channels or classes differ from the data's is an error before training."""
+    shape, classes = list(model_spec.get("input_shape", [])), model_spec.get("num_classes")
+    if shape and shape[0] != data_spec["input_shape"][0]:
+        raise ValueError(f"{source} expects {shape[0]} input channel(s) but dataset {data_spec['name']!r} has "
+                         f"{data_spec['input_shape'][0]}.")
+    if classes is not None and classes != data_spec["num_classes"]:
+        raise ValueError(f"{source} has {classes} output classes but dataset {data_spec['name']!r} has "
+                         f"{data_spec['num_classes']}.")
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = None,
+          overwrite: bool = False) -> TrainResult:
+    """Train (or resume) a vision model as the config says; returns the history and the best epoch."""
+    cfg.validate()
+    run_dir = run_dir_for(cfg)
+    if resume:
+        saved = run_dir / "config.yaml"
+        if not (run_dir / "state.safetensors").is_file():
+            raise FileNotFoundError(f"Cannot resume: {run_dir} holds no state.safetensors (no finished epoch).")
+        cfg = TrainConfig.from_yaml(saved)
+    elif (run_dir / "state.safetensors").is_file() and not overwrite:
+        raise FileExistsError(f"Run folder {run_dir} already holds a run. Use --resume to continue it, "
+                              "--overwrite to start again, or another --name.")
+    device = resolve_device(cfg.device)
+    rank, world = _distributed(device)
+    # Everything that needs the data and the model is checked before the first step.
+    ds = load_dataset(cfg.data, data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed)
+    train_ds, x_val, y_val = ds.split_validation(cfg.val_size, seed=cfg.seed)
+    objective = create_objective(cfg.method, ThreatModel(cfg.norm, cfg.eps, ds.bounds) if cfg.method != "standard"
+                                 or cfg.eps > 0 else None, seed=cfg.seed, **cfg.method_args)
+    eval_threat = ThreatModel(cfg.norm, cfg.eps, ds.bounds) if cfg.eps > 0 else None
+    with torch.random.fork_rng(devices=[]):
+        # The run's seed governs weight init and dropout without touching the caller's global RNG.
+        torch.manual_seed(cfg.seed)
+        model = model_for_dataset(cfg.model, ds, **cfg.model_args)
+        if cfg.init_from:
+            init, meta = load_model(cfg.init_from)
+            check_model_fits_data(meta["model"], ds.spec(), f"init_from checkpoint {cfg.init_from!r}")
+            try:
+                model.load_state_dict(init.state_dict())
+            except RuntimeError as err:
+                raise CheckpointError(f"init_from checkpoint {cfg.init_from!r} does not fit model {cfg.model!r}: "
+                                      f"{err}") from None
+        model = model.to(device)
+        ddp = None
+        if world > 1:
+            ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                      else None)
+        if cfg.compile:
+            ddp = torch.compile(ddp or model)
+        if rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                for stale in ("metrics.jsonl", "best.safetensors", "last.safetensors", "state.safetensors"):
+                    (run_dir / stale).unlink(missing_ok=True)
+                atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+        log.info("config: %s", cfg.to_dict())
+        n_eval = min(cfg.eval_size, x_val.shape[0])
+        validate = vision_validator(x_val[:n_eval].to(device), y_val[:n_eval].to(device), eval_threat,
+                                    steps=cfg.eval_steps, batch_size=cfg.eval_batch_size,
+                                    with_fgsm=cfg.method in ("fgsm", "fast") and cfg.co_guard != "off",
+                                    seed=cfg.seed)
+        batches = tensor_batches(train_ds.x_train, train_ds.y_train, cfg.batch_size, cfg.seed, rank=rank, world=world)
+        method_doc = {"name": cfg.method, "args": cfg.method_args, "objective": objective.params()}
+
+        def save_fn(path: Path, m: nn.Module, metrics: dict) -> None:
+            save_model(path, m, data=ds.spec(), threat=eval_threat.to_dict() if eval_threat else None,
+                       method=method_doc, extra={"metrics": metrics, "config": cfg.to_dict(),
+                                                 "saved": datetime.datetime.now(datetime.timezone.utc).isoformat()})
+
+        trainer = Trainer(cfg, model, objective, batches, validate, save_fn, run_dir, device=device,
+                          progress=progress_default() if progress is None else progress, is_main=rank == 0,
+                          ddp_model=ddp)
+        if resume:
+            trainer.restore()
+        result = trainer.fit()
+    if world > 1:
+        dist.barrier()
+    return result

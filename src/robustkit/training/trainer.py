@@ -1,0 +1,353 @@
+"""The one training loop, for every objective (DESIGN decision 4).
+
+``train(config)`` builds data, model and objective from a :class:`~robustkit.config.TrainConfig`
+and runs :class:`Trainer`. A run is a folder ``<out_dir>/<name>/`` holding ``config.yaml``,
+``metrics.jsonl``, ``last.safetensors``/``best.safetensors`` (model checkpoints),
+``state.safetensors`` (optimizer, RNG, counters for ``resume``) and ``curve.png``. Every file is
+written atomically, so a run killed at any moment loses at most the epoch in progress.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import attacks
+from ..checkpoint import atomic_write_text, load_model, save_model, _unwrap
+from ..config import TrainConfig
+from ..threat import ThreatModel
+from .objectives import Objective, create_objective
+from .schedules import lr_multiplier
+from .state import load_state, save_state, unflatten_optimizer
+
+log = logging.getLogger(__name__)
+Batches = Callable[[int], Iterable[tuple[Any, torch.Tensor]]]
+
+
+class CatastrophicOverfitting(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list[dict]
+    best: dict | None
+    stopped_early: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+# -- data -------------------------------------------------------------------------------------------
+def tensor_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, *, rank: int = 0,
+                   world: int = 1, drop_last: bool = False) -> Batches:
+    """Shuffled in-memory batches; the order of epoch e depends only on (seed, e), so resume is exact.
+
+    Under DDP each rank takes a disjoint stride of the same permutation.
+    """
+    def epoch_batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        perm = torch.randperm(x.shape[0], generator=g)[rank::world]
+        stop = len(perm) - (len(perm) % batch_size if drop_last else 0)
+        for i in range(0, stop, batch_size):
+            idx = perm[i:i + batch_size]
+            yield x[idx], y[idx]
+    epoch_batches.num_batches = math.ceil(len(range(rank, x.shape[0], world)) / batch_size)  # type: ignore[attr-defined]
+    return epoch_batches
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
+    with torch.no_grad():
+        correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
+                      for i in range(0, x.shape[0], batch_size))
+    return correct / max(1, x.shape[0])
+
+
+def vision_validator(x_val: torch.Tensor, y_val: torch.Tensor, threat: ThreatModel | None, *, steps: int,
+                     batch_size: int, with_fgsm: bool, seed: int) -> Callable[[nn.Module], dict]:
+    """Clean accuracy and PGD robust accuracy (fixed subset, fixed seed) — and FGSM accuracy when the
+    catastrophic-overfitting guard needs it."""
+    def validate(model: nn.Module) -> dict:
+        was = model.training
+        model.eval()
+        out = {"val_clean_acc": accuracy(model, x_val, y_val, batch_size)}
+        if threat is not None and threat.eps > 0 and x_val.shape[0]:
+            pgd = attacks.create("pgd", threat, steps=steps, step_size=2.5 * threat.eps / steps, seed=seed)
+            adv_ok = 0
+            fgsm_ok = 0
+            fgsm = attacks.create("fgsm", threat, seed=seed)
+            for i in range(0, x_val.shape[0], batch_size):
+                xb, yb = x_val[i:i + batch_size], y_val[i:i + batch_size]
+                with torch.no_grad():
+                    adv_ok += int((model(pgd(model, xb, yb)).argmax(1) == yb).sum())
+                    if with_fgsm:
+                        fgsm_ok += int((model(fgsm(model, xb, yb)).argmax(1) == yb).sum())
+            out["val_robust_acc"] = adv_ok / x_val.shape[0]
+            if with_fgsm:
+                out["val_fgsm_acc"] = fgsm_ok / x_val.shape[0]
+        model.train(was)
+        return out
+    return validate
+
+
+# -- the loop -----------------------------------------------------------------------------------
+class Trainer:
+    """One loop for every objective. ``batches(epoch)`` yields (x, y); ``validate(model)`` returns a
+    dict of validation metrics; ``save_model_fn(path, model, metrics)`` writes a model checkpoint."""
+
+    def __init__(self, cfg: TrainConfig, model: nn.Module, objective: Objective, batches: Batches,
+                 validate: Callable[[nn.Module], dict], save_model_fn: Callable[[Path, nn.Module, dict], None],
+                 run_dir: Path, *, device: torch.device, progress: bool = False, is_main: bool = True,
+                 ddp_model: nn.Module | None = None):
+        self.cfg, self.model, self.objective = cfg, model, objective
+        self.train_model = ddp_model or model
+        self.batches, self.validate, self.save_model_fn = batches, validate, save_model_fn
+        self.run_dir, self.device, self.progress, self.is_main = run_dir, device, progress, is_main
+        self.optimizer = self._make_optimizer()
+        steps_per_epoch = math.ceil(getattr(batches, "num_batches", 1) / cfg.accumulate)
+        self.total_steps = steps_per_epoch * cfg.epochs
+        self.lr_fn = lr_multiplier(cfg.schedule, self.total_steps, milestones=cfg.milestones,
+                                   lr_min_ratio=cfg.lr_min / cfg.lr,
+                                   warmup_steps=int(cfg.warmup_epochs * steps_per_epoch))
+        self.steps_per_epoch = steps_per_epoch
+        self.step = 0
+        self.history: list[dict] = []
+        self.best: dict | None = None
+        self.start_epoch = 0
+        self.step_scale = 1.0  # lowered by the CO guard's "lower-step" action
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" and device.type == "cuda" else None
+        self.tb = self._tensorboard()
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        c = self.cfg
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov and c.momentum > 0,
+                                   weight_decay=c.weight_decay)
+        cls = torch.optim.Adam if c.optimizer == "adam" else torch.optim.AdamW
+        return cls(params, lr=c.lr, weight_decay=c.weight_decay)
+
+    def _tensorboard(self):
+        if not (self.cfg.tensorboard and self.is_main):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except Exception:  # noqa: BLE001 - tensorboard is optional
+            log.warning("tensorboard=True but the tensorboard package is not installed; skipping it")
+            return None
+        return SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    # -- epsilon and precision -------------------------------------------------------------------
+    def eps_at(self, epoch: int, i: int) -> float | None:
+        thr = self.objective.threat
+        if thr is None:
+            return None
+        w = self.cfg.eps_warmup_epochs
+        if w <= 0:
+            return thr.eps
+        n = max(1, getattr(self.batches, "num_batches", 1))
+        progress = (epoch + (i + 1) / n) / w
+        return thr.eps * min(1.0, progress)
+
+    def _autocast(self):
+        p = self.cfg.precision
+        if p == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if p == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    # -- resume ------------------------------------------------------------------------------------
+    def restore(self) -> None:
+        state_path = self.run_dir / "state.safetensors"
+        model_state, opt_tensors, meta, rng = load_state(state_path)
+        self.model.load_state_dict(model_state)
+        unflatten_optimizer(self.optimizer, opt_tensors, meta["optimizer"])
+        info = meta["info"]
+        self.start_epoch, self.step = info["epoch"] + 1, info["step"]
+        self.best, self.step_scale = info.get("best"), info.get("step_scale", 1.0)
+        self.objective.load_state(info.get("objective", {}))
+        torch.set_rng_state(rng)
+        self.history = [row for row in read_metrics(self.run_dir) if row["epoch"] < self.start_epoch]
+        log.info("resumed %s at epoch %d", self.run_dir, self.start_epoch)
+
+    # -- main loop ---------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        stopped = None
+        for epoch in range(self.start_epoch, cfg.epochs):
+            train_stats = self._train_epoch(epoch)
+            val = self.validate(self.model)
+            row = {"epoch": epoch, **train_stats, **val, "lr": self.optimizer.param_groups[0]["lr"],
+                   "eps": self.eps_at(epoch, getattr(self.batches, "num_batches", 1) - 1)}
+            self.history.append(row)
+            key = self._best_key(val)
+            improved = self.best is None or val.get(key, -1) > self.best.get(key, -1)
+            co = self._catastrophic(val)
+            if co:
+                row["catastrophic_overfitting"] = True
+            if improved and not co:
+                self.best = dict(row)
+            if self.is_main:
+                self._save_epoch(epoch, row, improved and not co)
+            if co:
+                stopped = self._handle_co(epoch, val)
+                if stopped:
+                    break
+        if self.tb is not None:
+            self.tb.close()
+        return TrainResult(self.run_dir, self.history, self.best, stopped)
+
+    def _best_key(self, val: dict) -> str:
+        by = self.cfg.select_best_by
+        if by == "auto":
+            by = "robust" if ("val_robust_acc" in val and self.cfg.method != "standard") else "clean"
+        return "val_robust_acc" if by == "robust" and "val_robust_acc" in val else "val_clean_acc"
+
+    def _train_epoch(self, epoch: int) -> dict:
+        cfg, model = self.cfg, self.train_model
+        model.train()
+        n_batches = getattr(self.batches, "num_batches", None)
+        bar = _progress(self.progress and self.is_main, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        sums: dict[str, float] = {}
+        seen, t0 = 0, time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, (x, y) in enumerate(self.batches(epoch)):
+            x, y = _to(x, self.device), y.to(self.device)
+            eps = self.eps_at(epoch, i)
+            with self._autocast():
+                loss, stats = self.objective(model, x, y, eps=eps)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch + 1}, batch {i + 1}; "
+                                         "lower the learning rate or enable grad_clip")
+            scaled = loss / cfg.accumulate
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            if (i + 1) % cfg.accumulate == 0 or (n_batches is not None and i + 1 == n_batches):
+                self._optimizer_step()
+            bs = y.shape[0]
+            seen += bs
+            for k, v in {"loss": float(loss.detach()), **stats}.items():
+                sums[k] = sums.get(k, 0.0) + v * bs
+            if bar is not None:
+                rate = seen / max(1e-9, time.perf_counter() - t0)
+                bar.set_postfix({k: f"{v / seen:.3f}" for k, v in sums.items()} | {"img/s": f"{rate:.0f}"})
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - t0
+        out = {f"train_{k}": v / max(1, seen) for k, v in sums.items()}
+        out.update({"epoch_seconds": seconds, "images_per_second": seen / max(1e-9, seconds)})
+        return out
+
+    def _optimizer_step(self) -> None:
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.cfg.lr * self.lr_fn(self.step)
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+    # -- catastrophic overfitting -----------------------------------------------------------------
+    def _catastrophic(self, val: dict) -> bool:
+        """PGD accuracy collapsed (by co_drop below its best) while FGSM accuracy stayed high (co_gap above it)."""
+        if self.cfg.co_guard == "off" or "val_fgsm_acc" not in val or "val_robust_acc" not in val:
+            return False
+        best_rob = (self.best or {}).get("val_robust_acc", 0.0)
+        collapsed = val["val_robust_acc"] < best_rob - self.cfg.co_drop
+        masked = val["val_fgsm_acc"] - val["val_robust_acc"] > self.cfg.co_gap
+        return bool(collapsed and masked)
+
+    def _handle_co(self, epoch: int, val: dict) -> str | None:
+        msg = (f"Catastrophic overfitting at epoch {epoch + 1}: PGD validation accuracy fell to "
+               f"{val['val_robust_acc']:.3f} (best {self.best['val_robust_acc']:.3f} at epoch "
+               f"{self.best['epoch'] + 1}) while FGSM accuracy is {val['val_fgsm_acc']:.3f}.")
+        action = self.cfg.co_guard
+        if action == "warn":
+            log.warning("%s Continuing (co_guard=warn).", msg)
+            return None
+        best_path = self.run_dir / "best.safetensors"
+        if best_path.is_file():
+            restored, _ = load_model(best_path) if self._rebuildable() else (None, None)
+            if restored is not None:
+                self.model.load_state_dict(restored.state_dict())
+        if action == "rollback":
+            log.warning("%s Rolled back to the best checkpoint and stopped (co_guard=rollback).", msg)
+            if self.is_main:
+                self.save_model_fn(self.run_dir / "last.safetensors", self.model, self.best or {})
+            return msg
+        self.step_scale *= 0.5
+        scale = getattr(self.objective, "step_size", None)
+        if scale is not None:
+            self.objective.step_size = scale * 0.5
+        log.warning("%s Rolled back to the best checkpoint and halved the attack step size (co_guard=lower-step).",
+                    msg)
+        return None
+
+    def _rebuildable(self) -> bool:
+        return hasattr(_unwrap(self.model), "robustkit_spec")
+
+    # -- files ---------------------------------------------------------------------------------------
+    def _save_epoch(self, epoch: int, row: dict, improved: bool) -> None:
+        # Order matters for crash safety: checkpoints first, then the state that says the epoch is done.
+        self.save_model_fn(self.run_dir / "last.safetensors", self.model, row)
+        if improved:
+            self.save_model_fn(self.run_dir / "best.safetensors", self.model, row)
+        write_metrics(self.run_dir, self.history)
+        info = {"epoch": epoch, "step": self.step, "best": self.best, "step_scale": self.step_scale,
+                "objective": self.objective.state()}
+        save_state(self.run_dir / "state.safetensors", model_state=_unwrap(self.model).state_dict(),
+                   optimizer=self.optimizer, info=info, rng_state=torch.get_rng_state())
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "epoch":
+                    self.tb.add_scalar(k, v, epoch)
+        try:
+            from .curve import plot_curve
+            plot_curve(self.history, self.run_dir / "curve.png")
+        except Exception as err:  # noqa: BLE001 - a failed plot must not kill a training run
+            log.warning("could not draw the training curve: %s", err)
+
+
+def write_metrics(run_dir: Path, history: list[dict]) -> None:
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    p = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
+
+
+def _to(x: Any, device: torch.device) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, dict):
+        return {k: _to(v, device) for k, v in x.items()}
+    return x
+
+
+def _progress(enabled: bool, total: int | None, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def progress_default() -> bool:
+    """Progress bars only for people: a TTY and not CI."""
+    import sys
+    return sys.stderr.isatty() and not os.environ.get("CI")
