@@ -163,7 +163,9 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, prese
         pred_clean, conf_clean = logits.argmax(1), probs.max(1).values
         clean_correct = pred_clean == y
         specs = resolve_ensemble(preset, num_classes, surrogate, attacks)
-        notes, mode = [], "white-box + black-box"
+        notes = []
+        kinds = {"black-box" if n in BLACK_BOX else "white-box" for n, _ in specs}
+        mode = " + ".join(sorted(kinds, reverse=True))
         health = gradient_health(model, x[: min(64, x.shape[0])], y[: min(64, x.shape[0])], batch_size)
         if not health["differentiable"] or health["zero_share"] + health["nonfinite_share"] >= 0.5:
             mode = "black-box only"

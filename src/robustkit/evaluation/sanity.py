@@ -105,6 +105,11 @@ def _gradient_verdict(health: dict) -> dict:
     if bad > 0.1:
         return _check("input_gradients", "warn", f"Input gradients are zero or non-finite on {bad:.0%} of samples.",
                       **health)
+    if health["ce_zero_share"] >= 0.5:
+        return _check("input_gradients", "warn",
+                      f"The cross-entropy gradient is exactly zero on {health['ce_zero_share']:.0%} of samples "
+                      "(saturated logits): CE-based attacks stall there; margin/DLR attacks in the ensemble do not.",
+                      **health)
     return _check("input_gradients", "pass", "Input gradients are finite and non-zero.", **health)
 
 
@@ -132,7 +137,7 @@ def gradient_masking_checks(model, x: torch.Tensor, y: torch.Tensor, threat: Thr
         if xs.shape[0] == 0:
             return [_check("gradient_masking", "warn", "No correctly classified sample to check.")]
         health = gradient_health(model, xs, ys, batch_size)
-        checks.append(_gradient_verdict(health))
+        checks.append({**_gradient_verdict(health), "name": "gradients_not_masked"})
         make = lambda name, th=threat, **kw: attack_registry.create(name, th, seed=seed, **kw)  # noqa: E731
         # 1. accuracy falls as eps grows
         if sweep is None or len(sweep.get("eps", [])) < 2:
@@ -182,9 +187,10 @@ def _black_vs_white(model, xs, ys, threat, result, make, batch_size) -> dict:
     if result is not None:
         recs = [r for r in result.attacks if r["status"] == "ran"]
         white = [r for r in recs if r["kind"] == "white-box"]
-        black_after = sum(r["n_broken"] for r in recs if r["kind"] == "black-box")
+        black = [r for r in recs if r["kind"] == "black-box"]
+        black_after = sum(r["n_broken"] for r in black)
         n_correct = max(int(result.clean_correct.sum()), 1)
-        if white:
+        if white and black:
             share = black_after / n_correct
             status = "pass" if black_after <= max(2, 0.01 * n_correct) else ("warn" if share <= 0.05 else "fail")
             return _check("black_box_not_stronger", status,

@@ -1,0 +1,143 @@
+"""The audit: preflight, ensemble evaluation, eps sweep, sanity checks, noise, certification and
+provenance, gathered into one JSON document (reports are rendered from it, never recomputed).
+
+Example::
+
+    doc = run_audit(model, x, y, ThreatModel("linf", 0.1), preset="standard", sweep=[0, 0.05, 0.1, 0.2])
+    write_report(doc, "runs/fmnist-pgd")   # audit.json, audit.md, audit.html
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+
+import torch
+
+from .._validation import check_inputs, check_number
+from ..threat import ThreatModel
+from .certify import certify
+from .provenance import environment, sha256_tensors
+from .robustness import PRESETS, _check_eps_list, evaluate, noise_robustness, sweep_eps
+from .sanity import gradient_masking_checks, preflight, worst_status
+from ._common import check_preset
+
+log = logging.getLogger(__name__)
+AUDIT_FORMAT = "robustkit-audit"
+
+
+class PreflightError(ValueError):
+    """The model/data contract is broken in a way that makes any robustness number meaningless."""
+
+
+def _confusion(y: list[int], pred: list[int], k: int) -> list[list[int]]:
+    m = [[0] * k for _ in range(k)]
+    for t, p in zip(y, pred):
+        m[t][p] += 1
+    return m
+
+
+def _precision_recall(conf: list[list[int]]) -> list[dict]:
+    k = len(conf)
+    rows = []
+    for c in range(k):
+        tp = conf[c][c]
+        pred_c = sum(conf[r][c] for r in range(k))
+        true_c = sum(conf[c])
+        rows.append({"class": c, "precision": tp / pred_c if pred_c else None,
+                     "recall": tp / true_c if true_c else None, "support": true_c})
+    return rows
+
+
+def _gallery(x: torch.Tensor, x_adv: torch.Tensor, res, count: int) -> list[dict]:
+    """Up to ``count`` examples, adversarially broken ones first (images as nested lists, 3 decimals)."""
+    broken = (res.clean_correct & ~res.robust).nonzero().squeeze(1).tolist()
+    robust = res.robust.nonzero().squeeze(1).tolist()
+    out = []
+    for i in (broken + robust)[:count]:
+        out.append({"index": i, "label": int(res.y[i]), "pred_clean": int(res.pred_clean[i]),
+                    "pred_adv": int(res.pred_adv[i]), "broken_by": res.broken_by[i],
+                    "conf_clean": round(float(res.conf_clean[i]), 4), "conf_adv": round(float(res.conf_adv[i]), 4),
+                    "x": x[i].cpu().round(decimals=3).tolist(), "x_adv": x_adv[i].cpu().round(decimals=3).tolist()})
+    return out
+
+
+def run_audit(model, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *, preset: str = "standard",
+              seed: int = 0, seeds: int = 1, batch_size: int = 256, max_minutes: float | None = None,
+              sweep: list[float] | None = None, sweep_preset: str = "quick", noise_sigmas: list[float] | None = None,
+              certify_sigma: float | None = None, certify_n: int = 1000, certify_n0: int = 100,
+              certify_alpha: float = 0.001, certify_limit: int = 100, surrogate=None,
+              class_names: list[str] | None = None, checkpoint: dict | None = None, data: dict | None = None,
+              gallery: int = 8, sanity: bool = True, progress: bool = False) -> dict:
+    """Run the whole audit and return its JSON document (see module docstring)."""
+    if not isinstance(threat, ThreatModel):
+        raise TypeError(f"The 'threat' parameter of run_audit must be a robustkit.ThreatModel. "
+                        f"Got {type(threat).__name__} instead.")
+    check_preset(preset, PRESETS, "run_audit")
+    check_preset(sweep_preset, PRESETS, "run_audit")
+    sweep = None if sweep is None else _check_eps_list(sweep, "run_audit")
+    noise_sigmas = None if noise_sigmas is None else _check_eps_list(noise_sigmas, "run_audit")
+    if certify_sigma is not None:
+        check_number(certify_sigma, "certify_sigma", owner="run_audit", low=0, low_inclusive=False)
+    if max_minutes is not None:
+        max_minutes = check_number(max_minutes, "max_minutes", owner="run_audit", low=0, low_inclusive=False)
+    check_inputs(x, y, owner="run_audit")
+    y = y.long()
+    t0 = time.perf_counter()
+    left = (lambda: None) if max_minutes is None else (lambda: max_minutes - (time.perf_counter() - t0) / 60)
+    cut: list[str] = []
+
+    checks = preflight(model, x, y, bounds=threat.bounds, batch_size=batch_size)
+    bad_bounds = [c for c in checks if c["name"] == "inputs_in_bounds" and c["status"] == "fail"]
+    if bad_bounds:
+        raise PreflightError(bad_bounds[0]["message"])
+    res = evaluate(model, x, y, threat, preset, seed=seed, seeds=seeds, batch_size=batch_size, max_minutes=left(),
+                   surrogate=surrogate, progress=progress)
+    cut += [f"evaluation: {c['attack']} (seed {c['seed']}) stopped after {c['attacked']} of {c['of']} samples"
+            for c in res.cut]
+    doc: dict = {"format": AUDIT_FORMAT, "version": 1, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+                 "threat": threat.to_dict(), "preset": preset, "seed": seed, "seeds": res.seeds,
+                 "class_names": class_names or [str(c) for c in range(res.num_classes)],
+                 "evaluation": res.to_dict(), "preflight": checks}
+
+    def stage(name, fn):
+        remaining = left()
+        if remaining is not None and remaining <= 0:
+            cut.append(f"{name}: skipped, the time budget was spent")
+            return None
+        return fn(remaining)
+
+    doc["sweep"] = None if not sweep else stage("eps sweep", lambda r: sweep_eps(
+        model, x, y, threat, sweep, preset=sweep_preset, seed=seed, batch_size=batch_size, max_minutes=r,
+        progress=progress))
+    if doc["sweep"] and doc["sweep"]["cut"]:
+        cut.append(f"eps sweep: eps {doc['sweep']['cut']} cut by the time budget")
+    doc["sanity"] = None if not sanity else stage("gradient-masking checks", lambda r: gradient_masking_checks(
+        model, x, y, threat, result=res, sweep=doc["sweep"], seed=seed, batch_size=batch_size))
+    doc["noise"] = None if not noise_sigmas else stage("noise robustness", lambda r: noise_robustness(
+        model, x, y, noise_sigmas, seed=seed, bounds=threat.bounds, batch_size=batch_size))
+    n_cert = min(int(certify_limit), x.shape[0])
+    doc["certification"] = None if certify_sigma is None else stage("certification", lambda r: certify(
+        model, x[:n_cert], y[:n_cert], certify_sigma, n0=certify_n0, n=certify_n, alpha=certify_alpha, seed=seed,
+        progress=progress))
+    k = res.num_classes
+    y_list = res.y.tolist()
+    conf_clean = _confusion(y_list, res.pred_clean.tolist(), k)
+    conf_adv = _confusion(y_list, res.pred_adv.tolist(), k)
+    doc["metrics"] = {"confusion_clean": conf_clean, "confusion_adversarial": conf_adv,
+                      "precision_recall_clean": _precision_recall(conf_clean),
+                      "precision_recall_adversarial": _precision_recall(conf_adv)}
+    doc["gallery"] = _gallery(x, res.x_adv, res, gallery)
+    all_checks = checks + (doc["sanity"] or [])
+    doc["verdict"] = {"status": worst_status(all_checks),
+                      "failed": [c["name"] for c in all_checks if c["status"] == "fail"],
+                      "warned": [c["name"] for c in all_checks if c["status"] == "warn"],
+                      "mode": res.mode}
+    doc["cut"] = cut
+    doc["provenance"] = {**environment(x.device), "checkpoint": checkpoint, "data": {
+        **(data or {}), "n": int(x.shape[0]), "sha256": sha256_tensors(x, y)},
+        "seeds": res.seeds, "batch_size": batch_size, "max_minutes": max_minutes,
+        "wall_seconds": round(time.perf_counter() - t0, 3)}
+    log.info("audit done in %.1fs: clean %.3f robust %.3f", doc["provenance"]["wall_seconds"],
+             res.clean_accuracy, res.robust_accuracy)
+    return doc
