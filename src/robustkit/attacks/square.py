@@ -103,36 +103,44 @@ class Square(Attack):
     def _linf(self, model, x, y, target, generator):
         eps, threat = self.threat.eps, self.threat
         n, c, h, w = x.shape
+        lo, hi = threat.bounds if threat.bounds is not None else (float("-inf"), float("inf"))
         signs = torch.randint(0, 2, (n, c, 1, w), generator=generator, device=x.device).to(x.dtype) * 2 - 1
         x_best = threat.project(x + eps * signs, x)
         margin = self._score(model, x_best, y, target)
+        # The active set (samples not yet fooled) is compacted only when it changes.
+        act = (margin > 0).nonzero().squeeze(1)
+        xa, ya, xb, mb = x[act], y[act], x_best[act], margin[act]
+        ta = None if target is None else target[act]
         for i in range(self.n_queries - 1):
-            act = (margin > 0).nonzero().squeeze(1)
             if act.numel() == 0:
                 break
-            xc, xb = x[act], x_best[act]
             p = _p_selection(self.p_init, i, self.n_queries)
             s = min(max(int(round((p * h * w) ** 0.5)), 1), h - 1) if h > 1 else 1
             r, q = _randint(h - s, generator), _randint(w - s, generator)
-            delta = xb - xc
-            win = delta[:, :, r:r + s, q:q + s]
+            x_win, best_win = xa[:, :, r:r + s, q:q + s], xb[:, :, r:r + s, q:q + s]
             new = eps * (torch.randint(0, 2, (act.numel(), c, 1, 1), generator=generator, device=x.device)
                          .to(x.dtype) * 2 - 1)
+            cand = (x_win + new).clamp(lo, hi)
             # Resample signs where the (clipped) window would not change, as the reference code does.
-            lo, hi = threat.bounds if threat.bounds is not None else (float("-inf"), float("inf"))
             for _ in range(10):
-                clipped = (xc[:, :, r:r + s, q:q + s] + new).clamp(lo, hi)
-                same = ((clipped - (xc[:, :, r:r + s, q:q + s] + win)).abs() < 1e-7).flatten(1).all(1)
+                same = ((cand - best_win).abs() < 1e-7).flatten(1).all(1)
                 if not bool(same.any()):
                     break
                 flip = torch.randint(0, 2, (int(same.sum()), c, 1, 1), generator=generator, device=x.device)
-                new[same] = eps * (flip.to(x.dtype) * 2 - 1)
-            delta[:, :, r:r + s, q:q + s] = new
-            x_new = threat.project(xc + delta, xc)
-            m_new = self._score(model, x_new, y[act], None if target is None else target[act])
-            better = m_new < margin[act]
-            margin[act[better]] = m_new[better]
-            x_best[act[better]] = x_new[better]
+                cand[same] = (x_win[same] + eps * (flip.to(x.dtype) * 2 - 1)).clamp(lo, hi)
+            x_new = xb.clone()
+            x_new[:, :, r:r + s, q:q + s] = cand
+            m_new = self._score(model, x_new, ya, ta)
+            better = m_new < mb
+            mb = torch.where(better, m_new, mb)
+            xb[better] = x_new[better]
+            done = mb <= 0
+            if bool(done.any()):  # write the fooled samples back and drop them from the active set
+                x_best[act[done]], margin[act[done]] = xb[done], mb[done]
+                keep = ~done
+                act, xa, ya, xb, mb = act[keep], xa[keep], ya[keep], xb[keep], mb[keep]
+                ta = None if ta is None else ta[keep]
+        x_best[act], margin[act] = xb, mb
         return x_best, margin
 
     # -- l2 -------------------------------------------------------------------------------------
