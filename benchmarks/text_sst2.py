@@ -1,0 +1,89 @@
+"""SST-2 benchmark for robustkit's text path (issue 5, acceptance items 1-3).
+
+Stages (run separately or all; each merges its figures into benchmarks/results/text_sst2.json):
+
+  train    fine-tune MiniLM-L6 with a config (standard / freelb / augment), record dev accuracy and wall time
+  attack   word-substitution and character attacks on the dev set (first --attack-size sentences)
+
+    python benchmarks/text_sst2.py train --config configs/sst2-minilm-standard.yaml --data-dir ../shared/data
+    python benchmarks/text_sst2.py attack --run runs/sst2-minilm-standard --data-dir ../shared/data
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results" / "text_sst2.json"
+
+
+def _merge(section: str, key: str, doc: dict) -> None:
+    from robustkit.checkpoint import atomic_write_text
+    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    data.setdefault("machine", {"platform": platform.platform(), "torch": torch.__version__,
+                                "threads": torch.get_num_threads(), "cpus": os.cpu_count()})
+    data.setdefault(section, {})[key] = doc
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(RESULTS, json.dumps(data, indent=2))
+
+
+def stage_train(args) -> None:
+    from robustkit.config import TrainConfig
+    from robustkit.text.train import train_text
+    cfg = TrainConfig.from_yaml(args.config, args.set)
+    if args.data_dir:
+        cfg.data_dir = args.data_dir
+    t0 = time.perf_counter()
+    res = train_text(cfg, overwrite=True, progress=False)
+    wall = time.perf_counter() - t0
+    last = res.history[-1]
+    doc = {"config": str(args.config), "overrides": args.set, "run_dir": str(res.run_dir),
+           "command": " ".join([sys.executable] + sys.argv), "wall_seconds": wall,
+           "dev_accuracy_last": last["val_clean_acc"], "dev_accuracy_best": (res.best or {}).get("val_clean_acc"),
+           "history": res.history, **res.extra}
+    _merge("train", cfg.name or Path(args.config).stem, doc)
+    logging.info("trained %s in %.0fs: dev accuracy %.4f", cfg.name, wall, last["val_clean_acc"])
+
+
+def stage_attack(args) -> None:
+    from robustkit.text.audit import audit_text
+    t0 = time.perf_counter()
+    doc = audit_text(args.run, data="sst2", data_dir=args.data_dir, limit=args.attack_size, seed=args.seed,
+                     attacks=args.attacks, checkpoint=args.checkpoint, examples=5)
+    doc["wall_seconds"] = time.perf_counter() - t0
+    doc["command"] = " ".join([sys.executable] + sys.argv)
+    _merge("attack", Path(args.run).name, doc)
+    for name, a in doc["attacks"].items():
+        logging.info("%s on %s: clean %.4f -> %.4f (share changed %.3f, queries %.0f)", name, args.run,
+                     doc["clean_accuracy"], a["accuracy"], a["mean_share_changed"], a["mean_queries"])
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="stage", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--config", required=True)
+    t.add_argument("--set", action="append", default=[])
+    t.add_argument("--data-dir", default=os.environ.get("ROBUSTKIT_DATA"))
+    a = sub.add_parser("attack")
+    a.add_argument("--run", required=True)
+    a.add_argument("--checkpoint", default="last", choices=["last", "best"])
+    a.add_argument("--data-dir", default=os.environ.get("ROBUSTKIT_DATA"))
+    a.add_argument("--attack-size", type=int, default=872)
+    a.add_argument("--attacks", nargs="+", default=["word", "char"])
+    a.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    {"train": stage_train, "attack": stage_attack}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()
