@@ -91,7 +91,8 @@ def run_audit(model, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *, p
     bad_bounds = [c for c in checks if c["name"] == "inputs_in_bounds" and c["status"] == "fail"]
     if bad_bounds:
         raise PreflightError(bad_bounds[0]["message"])
-    res = evaluate(model, x, y, threat, preset, seed=seed, seeds=seeds, batch_size=batch_size, max_minutes=left(),
+    budget = None if left() is None else max(left(), 1e-12)  # an exhausted budget still runs (and cuts) the cascade
+    res = evaluate(model, x, y, threat, preset, seed=seed, seeds=seeds, batch_size=batch_size, max_minutes=budget,
                    surrogate=surrogate, progress=progress)
     cut += [f"evaluation: {c['attack']} (seed {c['seed']}) stopped after {c['attacked']} of {c['of']} samples"
             for c in res.cut]
