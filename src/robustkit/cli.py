@@ -214,7 +214,7 @@ def attack(
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Folder for the demo's runs and report."),
     epochs: int = typer.Option(15, help="Training epochs per model."),
-    eps: str = typer.Option("0.1"),
+    eps: str = typer.Option("0.2", help="Threat radius (digits pixels come in steps of 1/16)."),
     seed: int = typer.Option(0),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:

@@ -17,7 +17,7 @@ from .threat import ThreatModel
 from .training import train
 
 
-def run_demo(out: Path, *, epochs: int = 15, eps: str | float = 0.1, seed: int = 0, progress: bool = False,
+def run_demo(out: Path, *, epochs: int = 15, eps: str | float = 0.2, seed: int = 0, progress: bool = False,
              echo: Callable[[str], None] = print) -> dict:
     out = Path(out)
     eps = parse_fraction(eps)

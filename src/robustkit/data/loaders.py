@@ -235,16 +235,18 @@ def _labels(y: np.ndarray, source: str) -> tuple[torch.Tensor, list[str]]:
 def _npz(data_dir=None, seed=0) -> Dataset:
     path = _require_path("npz", data_dir)
     try:
-        arrays = np.load(path, allow_pickle=False)
+        # Materialize every array now: numpy reads lazily, and a pickled object array fails on access.
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
     except (ValueError, OSError) as err:
         raise ValueError(f"{path} is not a readable .npz file without pickled objects ({err}).") from None
-    missing = {"x", "y"} - set(arrays.files)
+    missing = {"x", "y"} - set(arrays)
     if missing:
-        raise ValueError(f"{path} must hold arrays 'x' and 'y'. Missing: {sorted(missing)}; found {arrays.files}.")
+        raise ValueError(f"{path} must hold arrays 'x' and 'y'. Missing: {sorted(missing)}; found {sorted(arrays)}.")
     x, (y, classes) = _as_nchw(arrays["x"], str(path)), _labels(arrays["y"], str(path))
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"{path}: 'x' has {x.shape[0]} samples but 'y' has {y.shape[0]}.")
-    if "x_test" in arrays.files and "y_test" in arrays.files:
+    if "x_test" in arrays and "y_test" in arrays:
         xte = _as_nchw(arrays["x_test"], str(path))
         yte = torch.from_numpy(np.searchsorted(np.array(classes), arrays["y_test"].astype(str)).astype(np.int64))
         xtr, ytr = x, y

@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from robustkit import ThreatModel
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_project_lands_in_ball_and_bounds(norm):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 1, 8, 8, generator=g)
+    t = ThreatModel(norm, 0.3)
+    far = x + 5 * torch.randn(x.shape, generator=g)
+    p = t.project(far, x)
+    assert p.min() >= 0 and p.max() <= 1
+    assert bool((t.norm_of(p - x) <= 0.3 + 1e-6).all())
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_random_start_inside_and_seeded(norm):
+    x = torch.full((8, 3, 4, 4), 0.5)
+    t = ThreatModel(norm, 0.2)
+    a = t.random_start(x, torch.Generator().manual_seed(1))
+    b = t.random_start(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    assert bool((t.norm_of(a - x) <= 0.2 + 1e-6).all())
+    assert bool((t.norm_of(a - x) > 0).all())
+
+
+def test_project_inside_is_identity():
+    x = torch.full((4, 10), 0.5)
+    t = ThreatModel("l2", 1.0)
+    inside = x + 0.01
+    assert torch.allclose(t.project(inside, x), inside)
+
+
+def test_per_sample_eps():
+    x = torch.zeros(2, 4)
+    t = ThreatModel("linf", 1.0, bounds=None)
+    p = t.project(torch.ones(2, 4), x, eps=torch.tensor([0.1, 0.5]))
+    assert torch.allclose(p[0], torch.full((4,), 0.1)) and torch.allclose(p[1], torch.full((4,), 0.5))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"norm": "l3", "eps": 0.1}, "'norm' parameter of ThreatModel"),
+    ({"norm": "linf", "eps": -0.1}, r"'eps' parameter of ThreatModel must be a number >= 0.0. Got -0.1"),
+    ({"norm": "linf", "eps": 0.1, "bounds": (1.0, 0.0)}, "'bounds' parameter"),
+])
+def test_bad_threat_models(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ThreatModel(**kwargs)
+
+
+def test_eps_must_be_a_number():
+    with pytest.raises(TypeError, match="'eps'"):
+        ThreatModel("linf", float("nan"))
