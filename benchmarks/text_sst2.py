@@ -16,6 +16,7 @@ import logging
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,13 +26,17 @@ RESULTS = Path(__file__).resolve().parent / "results" / "text_sst2.json"
 
 
 def _merge(section: str, key: str, doc: dict) -> None:
+    """Read-modify-write under a file lock: stages run as concurrent processes."""
+    import fcntl
     from robustkit.checkpoint import atomic_write_text
-    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    data.setdefault("machine", {"platform": platform.platform(), "torch": torch.__version__,
-                                "threads": torch.get_num_threads(), "cpus": os.cpu_count()})
-    data.setdefault(section, {})[key] = doc
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS, json.dumps(data, indent=2))
+    with open(Path(tempfile.gettempdir()) / "robustkit-text_sst2.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+        data.setdefault("machine", {"platform": platform.platform(), "torch": torch.__version__,
+                                    "threads": torch.get_num_threads(), "cpus": os.cpu_count()})
+        data.setdefault(section, {})[key] = doc
+        atomic_write_text(RESULTS, json.dumps(data, indent=2))
 
 
 def stage_train(args) -> None:
@@ -41,7 +46,7 @@ def stage_train(args) -> None:
     if args.data_dir:
         cfg.data_dir = args.data_dir
     t0 = time.perf_counter()
-    res = train_text(cfg, overwrite=True, progress=False)
+    res = train_text(cfg, overwrite=True, progress=True)  # tqdm to the log: a way to watch long runs
     wall = time.perf_counter() - t0
     last = res.history[-1]
     doc = {"config": str(args.config), "overrides": args.set, "run_dir": str(res.run_dir),
@@ -56,7 +61,10 @@ def stage_attack(args) -> None:
     from robustkit.text.audit import audit_text
     t0 = time.perf_counter()
     doc = audit_text(args.run, data="sst2", data_dir=args.data_dir, limit=args.attack_size, seed=args.seed,
-                     attacks=args.attacks, checkpoint=args.checkpoint, examples=5)
+                     attacks=args.attacks, checkpoint=args.checkpoint, examples=5,
+                     attack_params={"word": {"max_candidates": args.max_candidates, "max_share": args.max_share,
+                                             "min_similarity": args.min_similarity},
+                                    "char": {"max_share": args.max_share}})
     doc["wall_seconds"] = time.perf_counter() - t0
     doc["command"] = " ".join([sys.executable] + sys.argv)
     _merge("attack", Path(args.run).name, doc)
@@ -80,6 +88,9 @@ def main() -> None:
     a.add_argument("--attack-size", type=int, default=872)
     a.add_argument("--attacks", nargs="+", default=["word", "char"])
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--max-candidates", type=int, default=12, help="word attack: synonyms tried per word")
+    a.add_argument("--max-share", type=float, default=0.2, help="most words changed, as a share of the sentence")
+    a.add_argument("--min-similarity", type=float, default=0.8, help="MiniLM sentence-embedding cosine floor")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     {"train": stage_train, "attack": stage_attack}[args.stage](args)

@@ -55,29 +55,51 @@ def synthetic_sentences(n, seed=0):
     return texts, labels
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread per test process: tiny models on a shared 2-core machine (and pytest-xdist workers)
+    run many times faster without OpenMP threads spinning against each other. Restored after each test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture()
 def tiny_model(tmp_path):
     from robustkit.text.models import text_model_from_encoder
     tok = make_tokenizer(tmp_path / "tok")
-    return text_model_from_encoder(make_encoder(tok), tok, 2, name="tiny-bert", max_length=32)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the head's initialization
+        return text_model_from_encoder(make_encoder(tok), tok, 2, name="tiny-bert", max_length=32)
 
 
 @pytest.fixture(scope="session")
 def trained_tiny(tmp_path_factory):
     """A tiny BERT trained for a few seconds on the synthetic keyword task (clean accuracy ~1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # session fixtures run before the per-test autouse fixture
+    try:
+        return _train_tiny(tmp_path_factory)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_tiny(tmp_path_factory):
     from robustkit.text.data import pad_batch, encode_texts
     from robustkit.text.models import text_model_from_encoder
     folder = tmp_path_factory.mktemp("tiny")
     tok = make_tokenizer(folder / "tok")
-    model = text_model_from_encoder(make_encoder(tok, seed=1), tok, 2, name="tiny-bert", max_length=32, dropout=0.0)
     texts, labels = synthetic_sentences(256, seed=1)
     ids, _ = encode_texts(tok, texts, 32)
     batch = pad_batch(ids, tok.pad_token_id)
     y = torch.tensor(labels)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
+        model = text_model_from_encoder(make_encoder(tok, seed=1), tok, 2, name="tiny-bert", max_length=32,
+                                        dropout=0.0)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        model.train()
         for step in range(40):
             idx = torch.arange(step * 32, step * 32 + 32) % 256
             loss = torch.nn.functional.cross_entropy(model({k: v[idx] for k, v in batch.items()}), y[idx])
