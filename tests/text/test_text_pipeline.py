@@ -25,9 +25,10 @@ def csv_data(tmp_path):
     return folder
 
 
-def _cfg(tmp_path, model_folder, csv_data, method, **kw):
+def _cfg(tmp_path, model_folder, csv_data, method, model_args=None, **kw):
     return TrainConfig(name=f"tiny-{method}", out_dir=str(tmp_path / "runs"), data="csv", data_dir=str(csv_data),
-                       model=str(model_folder), model_args={"max_length": 24}, method=method, eps=0.1, norm="l2",
+                       model=str(model_folder), model_args=model_args or {"max_length": 24}, method=method, eps=0.1,
+                       norm="l2",
                        epochs=2, batch_size=16, optimizer="adamw", lr=3e-3, weight_decay=0.0, schedule="constant",
                        eval_batch_size=64, **kw)
 
@@ -49,6 +50,16 @@ def test_train_text_writes_a_run_that_loads_and_audits(tmp_path, model_folder, c
         assert json.loads(open(files["json"]).read())["kind"] == "text-audit"
         assert "| attack | accuracy" in open(files["markdown"]).read()
         assert "<table>" in open(files["html"]).read()
+
+
+def test_lora_freelb_run_trains_adapters_only(tmp_path, model_folder, csv_data):
+    pytest.importorskip("peft")
+    cfg = _cfg(tmp_path, model_folder, csv_data, "freelb", model_args={"max_length": 24, "lora": {"r": 4}})
+    cfg.epochs = 1
+    res = train_text(cfg, progress=False)
+    assert res.extra["trainable_parameters"] < 0.2 * res.extra["total_parameters"]
+    model, meta = load_text_model(res.run_dir)
+    assert meta["model"]["lora"] == {"r": 4} and any("lora_" in n for n, _ in model.named_parameters())
 
 
 def test_resume_continues_a_text_run(tmp_path, model_folder, csv_data):
