@@ -79,11 +79,14 @@ class Objective:
         return attacks.create(name, self._threat(eps), seed=self.seed * 1_000_003 + self._calls, model_mode=mode,
                               **params)
 
-    def state(self) -> dict[str, int]:
-        return {"calls": self._calls}
+    def state(self) -> dict[str, Any]:
+        """What resume needs: the batch counter (seeds) and a step size the CO guard may have lowered."""
+        return {"calls": self._calls, "step_size": getattr(self, "step_size", None)}
 
-    def load_state(self, state: dict[str, int]) -> None:
+    def load_state(self, state: dict[str, Any]) -> None:
         self._calls = int(state.get("calls", 0))
+        if state.get("step_size") is not None and hasattr(self, "step_size"):
+            self.step_size = state["step_size"]
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | None = None
                  ) -> tuple[torch.Tensor, Stats]:

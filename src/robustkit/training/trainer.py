@@ -123,7 +123,6 @@ class Trainer:
         self.history: list[dict] = []
         self.best: dict | None = None
         self.start_epoch = 0
-        self.step_scale = 1.0  # lowered by the CO guard's "lower-step" action
         self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" and device.type == "cuda" else None
         self.tb = self._tensorboard()
 
@@ -173,7 +172,7 @@ class Trainer:
         unflatten_optimizer(self.optimizer, opt_tensors, meta["optimizer"])
         info = meta["info"]
         self.start_epoch, self.step = info["epoch"] + 1, info["step"]
-        self.best, self.step_scale = info.get("best"), info.get("step_scale", 1.0)
+        self.best = info.get("best")
         self.objective.load_state(info.get("objective", {}))
         torch.set_rng_state(rng)
         self.history = [row for row in read_metrics(self.run_dir) if row["epoch"] < self.start_epoch]
@@ -290,10 +289,9 @@ class Trainer:
             if self.is_main:
                 self.save_model_fn(self.run_dir / "last.safetensors", self.model, self.best or {})
             return msg
-        self.step_scale *= 0.5
-        scale = getattr(self.objective, "step_size", None)
-        if scale is not None:
-            self.objective.step_size = scale * 0.5
+        if hasattr(self.objective, "step_size"):
+            current = self.objective.step_size or self.objective.threat.eps
+            self.objective.step_size = current * 0.5
         log.warning("%s Rolled back to the best checkpoint and halved the attack step size (co_guard=lower-step).",
                     msg)
         return None
@@ -308,8 +306,7 @@ class Trainer:
         if improved:
             self.save_model_fn(self.run_dir / "best.safetensors", self.model, row)
         write_metrics(self.run_dir, self.history)
-        info = {"epoch": epoch, "step": self.step, "best": self.best, "step_scale": self.step_scale,
-                "objective": self.objective.state()}
+        info = {"epoch": epoch, "step": self.step, "best": self.best, "objective": self.objective.state()}
         save_state(self.run_dir / "state.safetensors", model_state=_unwrap(self.model).state_dict(),
                    optimizer=self.optimizer, info=info, rng_state=torch.get_rng_state())
         if self.tb is not None:
