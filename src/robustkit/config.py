@@ -60,8 +60,8 @@ class TrainConfig:
     select_best_by: str = "auto"
     # catastrophic-overfitting guard (fgsm/fast)
     co_guard: str = "rollback"
-    co_drop: float = 0.2
-    co_gap: float = 0.3
+    co_drop: float = 0.5   # relative loss of the best PGD validation accuracy
+    co_gap: float = 0.3    # FGSM accuracy this far above PGD accuracy
     # logging
     tensorboard: bool = False
 
@@ -82,6 +82,8 @@ class TrainConfig:
         check_number(self.accumulate, "accumulate", owner="TrainConfig", low=1, integer=True)
         check_number(self.eval_size, "eval_size", owner="TrainConfig", low=0, integer=True)
         check_number(self.eval_steps, "eval_steps", owner="TrainConfig", low=1, integer=True)
+        check_number(self.co_drop, "co_drop", owner="TrainConfig", low=0, high=1)
+        check_number(self.co_gap, "co_gap", owner="TrainConfig", low=0, high=1)
         check_number(self.val_size, "val_size", owner="TrainConfig", low=0, low_inclusive=False)
         if self.limit is not None:
             check_number(self.limit, "limit", owner="TrainConfig", low=1, integer=True)

@@ -147,3 +147,38 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     mb, _ = load_model(tmp_path / "killed" / "last.safetensors")
     for pa, pb in zip(ma.parameters(), mb.parameters()):
         assert torch.allclose(pa, pb, atol=1e-6)
+
+
+def _co_config(tmp_path, guard):
+    """Built to trigger catastrophic overfitting: Fast-AT on MNIST at eps=0.3 with a step of 2*eps
+    (Wong et al. report collapse for steps well above 1.25*eps), a high constant learning rate and
+    a small subset."""
+    from _helpers import data_root
+    if data_root() is None:
+        pytest.skip("MNIST not available ($ROBUSTKIT_DATA or ../shared/data)")
+    return TrainConfig(name=f"co-{guard}", out_dir=str(tmp_path), data="mnist", data_dir=data_root(), limit=3000,
+                       model="small-cnn", method="fast", method_args={"step_size": 0.6}, eps=0.3, epochs=3,
+                       lr=0.05, optimizer="sgd", schedule="constant", batch_size=50, eval_size=300,
+                       co_guard=guard)
+
+
+def test_catastrophic_overfitting_guard_rolls_back_to_best(tmp_path):
+    result = train(_co_config(tmp_path, "rollback"), progress=False)
+    rows = read_metrics(result.run_dir)
+    assert result.stopped_early and "Catastrophic overfitting" in result.stopped_early
+    collapsed = rows[-1]
+    assert collapsed.get("catastrophic_overfitting") is True
+    assert collapsed["val_fgsm_acc"] - collapsed["val_robust_acc"] > 0.3
+    assert result.best["val_robust_acc"] > 2 * collapsed["val_robust_acc"] * 0.99
+    # The run ends with the best robust checkpoint, not the collapsed one.
+    best, meta_best = load_model(result.run_dir / "best.safetensors")
+    last, _ = load_model(result.run_dir / "last.safetensors")
+    assert meta_best["extra"]["metrics"]["epoch"] == result.best["epoch"] < collapsed["epoch"]
+    for pb, pl in zip(best.parameters(), last.parameters()):
+        assert torch.equal(pb, pl)
+
+
+def test_catastrophic_overfitting_guard_can_only_warn(tmp_path):
+    result = train(_co_config(tmp_path, "warn"), progress=False)
+    assert result.stopped_early is None and len(result.history) == 3
+    assert any(r.get("catastrophic_overfitting") for r in result.history)

@@ -263,11 +263,13 @@ class Trainer:
 
     # -- catastrophic overfitting -----------------------------------------------------------------
     def _catastrophic(self, val: dict) -> bool:
-        """PGD accuracy collapsed (by co_drop below its best) while FGSM accuracy stayed high (co_gap above it)."""
+        """Catastrophic overfitting (Wong et al. 2020): PGD validation accuracy lost at least ``co_drop``
+        of its best value (relative) while FGSM accuracy stays ``co_gap`` above it — the single-step
+        attack no longer finds the adversarial examples the multi-step one does."""
         if self.cfg.co_guard == "off" or "val_fgsm_acc" not in val or "val_robust_acc" not in val:
             return False
         best_rob = (self.best or {}).get("val_robust_acc", 0.0)
-        collapsed = val["val_robust_acc"] < best_rob - self.cfg.co_drop
+        collapsed = val["val_robust_acc"] < (1.0 - self.cfg.co_drop) * best_rob
         masked = val["val_fgsm_acc"] - val["val_robust_acc"] > self.cfg.co_gap
         return bool(collapsed and masked)
 
