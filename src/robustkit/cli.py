@@ -88,6 +88,8 @@ def train(
                  "out_dir": out_dir, "seed": seed}
         base.update({k: v for k, v in flags.items() if v is not None})
         cfg = TrainConfig.from_dict(apply_overrides(base, set_), source=str(config or "command line"))
+        if _is_text(cfg.data):  # the same command fine-tunes transformer classifiers on text data
+            from .text import train_text as train_fn
         t0 = time.perf_counter()
         result = train_fn(cfg, resume=resume, overwrite=overwrite, progress=_progress(json_out))
     except USER_ERRORS as err:
@@ -110,6 +112,14 @@ def train(
     if result.stopped_early:
         typer.secho(result.stopped_early, fg=typer.colors.YELLOW)
     typer.echo(f"run folder: {result.run_dir} ({seconds:.1f}s)")
+
+
+def _is_text(data: str) -> bool:
+    try:
+        from .text import is_text_dataset
+    except ImportError:  # the optional `text` extra is not installed
+        return False
+    return is_text_dataset(data)
 
 
 def _parse_params(items: List[str]) -> dict:
