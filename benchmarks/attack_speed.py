@@ -23,14 +23,17 @@ from _common import bench_model, machine_info, write_result  # noqa: E402
 from robustkit import ThreatModel, attacks  # noqa: E402
 
 
-def timed(fn, repeats):
-    fn()  # warm-up
-    times = []
+def timed_interleaved(fns: dict, repeats: int) -> dict:
+    """Median seconds per function, timed in interleaved rounds so load drifts hit all alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main(argv=None):
@@ -52,15 +55,17 @@ def main(argv=None):
 
     ours = attacks.create("pgd", threat, steps=steps, step_size=2.5 * eps / steps, early_stop=False)
     ours_es = attacks.create("pgd", threat, steps=steps, step_size=2.5 * eps / steps)
-    rows = {"floor (20 fwd+bwd)": timed(floor, args.repeats),
-            "robustkit pgd (no early stop)": timed(lambda: ours(model, x, y), args.repeats),
-            "robustkit pgd (early stop)": timed(lambda: ours_es(model, x, y), args.repeats)}
+    fns = {"floor (20 fwd+bwd)": floor,
+           "robustkit pgd (no early stop)": lambda: ours(model, x, y),
+           "robustkit pgd (early stop)": lambda: ours_es(model, x, y)}
     try:
         import torchattacks
         ta = torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=True)
-        rows["torchattacks PGD"] = timed(lambda: ta(x, y), args.repeats)
+        fns["torchattacks PGD"] = lambda: ta(x, y)
     except ImportError:
-        rows["torchattacks PGD"] = None
+        pass
+    rows = timed_interleaved(fns, args.repeats)
+    rows.setdefault("torchattacks PGD", None)
     n = x.shape[0]
     result = {"batch": n, "steps": steps, "eps": eps, "seconds": rows,
               "images_per_second": {k: (n / v if v else None) for k, v in rows.items()},

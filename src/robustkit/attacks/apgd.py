@@ -110,8 +110,18 @@ class _APGD(Attack):
                 x_adv[reduce], grad[reduce] = x_max[reduce], grad_max[reduce]
                 increases.zero_()
                 last_check = i + 1
-            if bool(best.done[idx].all()):
-                return  # every sample of this run is fooled: no further step can change the outcome
+            alive = ~best.done[idx]
+            if not bool(alive.all()):
+                # Fooled samples leave the batch: each sample's step size and momentum are its own,
+                # so this changes nothing for the others and saves their forward/backward passes.
+                if not bool(alive.any()):
+                    return
+                x, y, idx, step = x[alive], y[alive], idx[alive], step[alive]
+                loss_target = None if loss_target is None else loss_target[alive]
+                success_target = None if success_target is None else success_target[alive]
+                x_adv, x_prev, grad, x_max, grad_max = (t[alive] for t in (x_adv, x_prev, grad, x_max, grad_max))
+                loss_best, increases, loss_prev, loss_best_at_check, reduced_at_check = (
+                    t[alive] for t in (loss_best, increases, loss_prev, loss_best_at_check, reduced_at_check))
 
 
 @register_attack("apgd-ce")
