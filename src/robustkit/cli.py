@@ -166,6 +166,19 @@ def attack(
     from .plots import adversarial_grid
     from .threat import ThreatModel
     _setup_logging(verbose)
+    if _is_text(data):  # text classifiers: the word/character attacks of robustkit.text
+        if checkpoint is None:
+            _fail(ValueError("Text attacks need --checkpoint (a text run folder or checkpoint)."))
+        from .text import audit_text
+        try:
+            params = {attack_name: _parse_params(param)}
+            doc = audit_text(checkpoint, data, data_dir, limit=limit, attacks=[attack_name], attack_params=params,
+                             seed=seed)
+        except USER_ERRORS as err:
+            _fail(err)
+            return
+        typer.echo(json.dumps(doc, indent=2, default=str))
+        return
     try:
         ds = load_dataset(data, data_dir=data_dir, seed=seed)
         if checkpoint is not None:

@@ -84,6 +84,14 @@ def _threat(meta: dict, eps: Optional[str], norm: Optional[str], ds):
     return ThreatModel(norm or saved.get("norm", "linf"), value, tuple(ds.bounds))
 
 
+def _is_text_data(data: str) -> bool:
+    try:
+        from .text import is_text_dataset
+    except ImportError:  # the optional `text` extra is not installed
+        return False
+    return is_text_dataset(data)
+
+
 def register(app: typer.Typer) -> None:
     """Add the audit commands to the robustkit CLI."""
 
@@ -113,6 +121,16 @@ def register(app: typer.Typer) -> None:
         """Audit a model: ensemble attacks, sanity checks, sweep, certification -> audit.json/.md/.html."""
         _logging(verbose)
         from .evaluation import run_audit, write_report
+        if _is_text_data(data):  # transformer text classifiers: word/char attacks, their own report
+            from .text import audit_text, render_text_report
+            try:
+                doc = audit_text(target, data, data_dir, limit=limit or 200, seed=seed)
+                files = render_text_report(doc, out or (Path(target) if Path(target).is_dir() else Path(target).parent))
+            except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
+                _fail(err)
+                return
+            typer.echo(json.dumps(doc, indent=2, default=str) if json_out else f"text audit written: {files}")
+            return
         try:
             sweep_list, noise_list = parse_list(sweep, "sweep"), parse_list(noise, "noise")
             model, meta, ds, run_dir = load_target(target, data, data_dir, limit, seed)
