@@ -18,7 +18,9 @@ def fmnist_model():
     ds = load_dataset("fashion-mnist", data_dir=data_root())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = model_for_dataset("small-cnn", ds)
+        # Without dropout: a dropout-trained 1-epoch model keeps 8.8% under PGD-20 *and* under APGD
+        # (measured), i.e. the residue is the model's, not the attack's; this test is about the attack.
+        model = model_for_dataset("small-cnn", ds, dropout=False)
     train_quick(model, ds.x_train, ds.y_train, epochs=1, lr=1e-3, batch_size=128)
     return model.eval(), ds.x_test[:N_TEST], ds.y_test[:N_TEST]
 
