@@ -85,14 +85,8 @@ def train_cmd(
 
 
 def _attack_params(items: List[str]) -> dict:
-    import yaml
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"The '--param' option must look like key=value. Got {item!r} instead.")
-        k, v = item.split("=", 1)
-        out[k.strip().replace("-", "_")] = yaml.safe_load(v)
-    return out
+    from .config import parse_key_values
+    return parse_key_values(items)
 
 
 @text_app.command("attack")

@@ -156,3 +156,14 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
         else:
             d[key.strip()] = value
     return d
+
+
+def parse_key_values(items: list[str], option: str = "--param") -> dict:
+    """``["steps=20", "loss=dlr"]`` -> ``{"steps": 20, "loss": "dlr"}`` (values parsed as YAML scalars)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"The '{option}' option must look like key=value. Got {item!r} instead.")
+        key, raw = item.split("=", 1)
+        out[key.strip().replace("-", "_")] = yaml.safe_load(raw)
+    return out
