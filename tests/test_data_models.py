@@ -101,16 +101,28 @@ def test_registries_list_everything():
 @pytest.mark.parametrize("shape, classes", [((1, 8, 8), 10), ((1, 28, 28), 10), ((3, 32, 32), 7)])
 def test_every_model_adapts(name, shape, classes):
     kwargs = {"depth": 10, "width": 1} if name == "wide-resnet" else {}
-    if name in ("preact-resnet18", "wide-resnet") and shape[1] == 28 and classes == 10:
-        pass
     m = create_model(name, input_shape=shape, num_classes=classes, **kwargs).eval()
     assert isinstance(m[0], Normalize)
     assert m(torch.rand(2, *shape)).shape == (2, classes)
 
 
+def test_wong_cnn_width_scales_every_layer():
+    sizes = {w: sum(p.numel() for p in create_model("wong-cnn", input_shape=(1, 28, 28), num_classes=10,
+                                                    width=w).parameters()) for w in (1, 2)}
+    assert sizes[1] == 166406  # Wong, Rice & Kolter's MNIST network
+    assert 3.5 * sizes[1] < sizes[2] < 4.5 * sizes[1]  # conv and fc weights grow with width squared
+    with pytest.raises(ValueError, match="'width' parameter of wong-cnn"):
+        create_model("wong-cnn", input_shape=(1, 28, 28), num_classes=10, width=0)
+
+
 def test_normalize_inside_model(digits):
     m = model_for_dataset("mlp", digits)
     assert torch.allclose(m[0](torch.full((1, 1, 8, 8), digits.mean[0])), torch.zeros(1, 1, 8, 8), atol=1e-6)
+    raw = model_for_dataset("mlp", digits, normalize=False)
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.equal(raw[0](x), x)
+    with pytest.raises(TypeError, match="'normalize' parameter"):
+        model_for_dataset("mlp", digits, normalize="no")
 
 
 def test_checkpoint_roundtrip_and_atomicity(tmp_path, digits, digits_model):

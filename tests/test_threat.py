@@ -26,6 +26,23 @@ def test_random_start_inside_and_seeded(norm):
     assert bool((t.norm_of(a - x) > 0).all())
 
 
+def test_unclipped_random_start_keeps_its_spread_at_the_bounds():
+    # MNIST-like: every pixel at 0. Clipped, half the start sits exactly on the bound; unclipped it
+    # keeps the whole cube (Wong et al.'s Fast-AT code), and FGSM still returns a valid image.
+    from robustkit import attacks
+
+    x = torch.zeros(64, 1, 8, 8)
+    t = ThreatModel("linf", 0.3)
+    g = torch.Generator().manual_seed(0)
+    clipped, free = t.random_start(x, g, clip=True), t.random_start(x, g, clip=False)
+    assert (clipped == 0).float().mean() > 0.45 and clipped.min() >= 0
+    assert (free < 0).float().mean() > 0.45 and free.min() >= -0.3 - 1e-6
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+    y = torch.zeros(64, dtype=torch.long)
+    x_adv = attacks.create("fgsm", t, step_size=0.375, random_start=True, clip_start=False, seed=0)(model, x, y)
+    assert x_adv.min() >= 0 and x_adv.max() <= 0.3 + 1e-6
+
+
 def test_project_inside_is_identity():
     x = torch.full((4, 10), 0.5)
     t = ThreatModel("l2", 1.0)

@@ -68,8 +68,10 @@ class ThreatModel:
             delta = delta * _per_sample(factor, x)
         return self.clip(x + delta)
 
-    def random_start(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A uniformly random point in the ball (linf: uniform cube; l2: uniform in the ball), clipped."""
+    def random_start(self, x: torch.Tensor, generator: torch.Generator | None = None, *,
+                     clip: bool = True) -> torch.Tensor:
+        """A uniformly random point in the ball (linf: uniform cube; l2: uniform in the ball), clipped
+        to the bounds unless ``clip=False`` (then it may lie outside the input range)."""
         if self.norm == "linf":
             u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             delta = (2 * u - 1) * self.eps
@@ -79,7 +81,7 @@ class ThreatModel:
             g = g / _per_sample(g.flatten(1).norm(p=2, dim=1).clamp_min(1e-12), x)
             r = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / d)
             delta = g * _per_sample(r * self.eps, x)
-        return self.clip(x + delta)
+        return self.clip(x + delta) if clip else x + delta
 
     def steepest_direction(self, grad: torch.Tensor) -> torch.Tensor:
         """The unit-norm ascent direction for this norm: sign for linf, normalized gradient for l2."""

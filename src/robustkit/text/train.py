@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError, atomic_write_text, load_model, save_model
+from ..checkpoint import save_model
 from ..config import TrainConfig
 from ..threat import ThreatModel
 from ..training.objectives import create_objective
-from ..training.run import _distributed, resolve_device, run_dir_for
+from ..training.run import _distributed, load_init, open_run, place_model, resolve_device, start_run_dir
 from ..training.trainer import Trainer, TrainResult, progress_default
 from . import objectives as _objectives  # noqa: F401 - registers embed-pgd, freelb, smart, augment
 from .data import TextDataset, load_text_dataset, text_batches
@@ -59,15 +59,7 @@ def text_validator(texts: list[str], labels: torch.Tensor, batch_size: int):
 def train_text(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = None,
                overwrite: bool = False) -> TrainResult:
     """Fine-tune a text classifier as the config says (``cfg.data`` a text dataset, ``cfg.model`` a text model)."""
-    cfg.validate()
-    run_dir = run_dir_for(cfg)
-    if resume:
-        if not (run_dir / "state.safetensors").is_file():
-            raise FileNotFoundError(f"Cannot resume: {run_dir} holds no state.safetensors (no finished epoch).")
-        cfg = TrainConfig.from_yaml(run_dir / "config.yaml")
-    elif (run_dir / "state.safetensors").is_file() and not overwrite:
-        raise FileExistsError(f"Run folder {run_dir} already holds a run. Use --resume to continue it, "
-                              "--overwrite to start again, or another --name.")
+    cfg, run_dir = open_run(cfg, resume=resume, overwrite=overwrite)
     model_kw, data_kw = split_model_args(cfg.model_args)
     device = resolve_device(cfg.device)
     rank, world = _distributed(device)
@@ -80,23 +72,10 @@ def train_text(cfg: TrainConfig, *, resume: bool = False, progress: bool | None 
         torch.manual_seed(cfg.seed)
         model = build_text_model(cfg.model, ds.num_classes, **model_kw)
         if cfg.init_from:
-            init, _ = load_model(cfg.init_from)
-            try:
-                model.load_state_dict(init.state_dict())
-            except RuntimeError as err:
-                raise CheckpointError(f"init_from checkpoint {cfg.init_from!r} does not fit model {cfg.model!r}: "
-                                      f"{err}") from None
-        model = model.to(device)
-        ddp = None
-        if world > 1:
-            ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                      else None)
+            load_init(model, cfg)
+        model, ddp = place_model(model, cfg, device, world)
         if rank == 0:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            if not resume:
-                for stale in ("metrics.jsonl", "best.safetensors", "last.safetensors", "state.safetensors"):
-                    (run_dir / stale).unlink(missing_ok=True)
-                atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+            start_run_dir(run_dir, cfg, resume)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
         log.info("config: %s", cfg.to_dict())

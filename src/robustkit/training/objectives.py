@@ -133,18 +133,22 @@ class FGSMTraining(_Mixed):
     """FGSM-AT (Goodfellow et al. 2015): ``clean + lam * adv`` with single-step FGSM from the clean point.
 
     ``step_size`` defaults to eps. Crafted in eval mode by default. Prone to catastrophic
-    overfitting at large eps; the trainer's guard watches for it.
+    overfitting at large eps; the trainer's guard watches for it. ``clip_start=False`` takes the
+    gradient at the unclipped random start (see :class:`robustkit.attacks.fgsm.FGSM`).
     """
 
-    def __init__(self, threat, *, step_size: float | None = None, random_start: bool = False, **kw):
+    def __init__(self, threat, *, step_size: float | None = None, random_start: bool = False,
+                 clip_start: bool = True, **kw):
         super().__init__(threat, **kw)
         self.step_size = step_size
         self.random_start = bool(random_start)
+        self.clip_start = bool(clip_start)
 
     def _craft(self, model, x, y, eps):
         e = self._threat(eps).eps
         step = e if self.step_size is None else self.step_size * (e / self.threat.eps if self.threat.eps else 1)
-        return self._attack("fgsm", eps, step_size=step, random_start=self.random_start)(crafting_model(model), x, y)
+        return self._attack("fgsm", eps, step_size=step, random_start=self.random_start,
+                            clip_start=self.clip_start)(crafting_model(model), x, y)
 
 
 @register_objective("fast")

@@ -60,19 +60,65 @@ def check_model_fits_data(model_spec: dict, data_spec: dict, source: str) -> Non
                          f"{data_spec['num_classes']}.")
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = None,
-          overwrite: bool = False) -> TrainResult:
-    """Train (or resume) a vision model as the config says; returns the history and the best epoch."""
+def open_run(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> tuple[TrainConfig, Path]:
+    """Validate ``cfg`` and find its run folder; on resume the folder's saved config wins.
+
+    Refuses to start over a folder that holds a run unless asked to: losing hours of training to a
+    reused name is the worst outcome of a typo.
+    """
     cfg.validate()
     run_dir = run_dir_for(cfg)
     if resume:
-        saved = run_dir / "config.yaml"
         if not (run_dir / "state.safetensors").is_file():
             raise FileNotFoundError(f"Cannot resume: {run_dir} holds no state.safetensors (no finished epoch).")
-        cfg = TrainConfig.from_yaml(saved)
+        cfg = TrainConfig.from_yaml(run_dir / "config.yaml")
     elif (run_dir / "state.safetensors").is_file() and not overwrite:
         raise FileExistsError(f"Run folder {run_dir} already holds a run. Use --resume to continue it, "
                               "--overwrite to start again, or another --name.")
+    return cfg, run_dir
+
+
+def load_init(model: nn.Module, cfg: TrainConfig, data_spec: dict | None = None) -> None:
+    """Start from the weights of ``cfg.init_from`` (fine-tuning), checking they fit the model and data."""
+    init, meta = load_model(cfg.init_from)
+    if data_spec is not None:
+        check_model_fits_data(meta["model"], data_spec, f"init_from checkpoint {cfg.init_from!r}")
+    try:
+        model.load_state_dict(init.state_dict())
+    except RuntimeError as err:
+        raise CheckpointError(f"init_from checkpoint {cfg.init_from!r} does not fit model {cfg.model!r}: "
+                              f"{err}") from None
+
+
+def place_model(model: nn.Module, cfg: TrainConfig, device: torch.device,
+                world: int) -> tuple[nn.Module, nn.Module | None]:
+    """Move the model to its device; wrap it in DDP (several processes) and/or torch.compile.
+
+    Returns the bare model (saved, validated) and the wrapper that trains, or None when there is none.
+    """
+    model = model.to(device)
+    wrapped = None
+    if world > 1:
+        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                      else None)
+    if cfg.compile:
+        wrapped = torch.compile(wrapped or model)
+    return model, wrapped
+
+
+def start_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
+    """Create the run folder; a fresh run clears a previous run's files and writes its resolved config."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        for stale in ("metrics.jsonl", "best.safetensors", "last.safetensors", "state.safetensors"):
+            (run_dir / stale).unlink(missing_ok=True)
+        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = None,
+          overwrite: bool = False) -> TrainResult:
+    """Train (or resume) a vision model as the config says; returns the history and the best epoch."""
+    cfg, run_dir = open_run(cfg, resume=resume, overwrite=overwrite)
     device = resolve_device(cfg.device)
     rank, world = _distributed(device)
     # Everything that needs the data and the model is checked before the first step.
@@ -86,26 +132,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         torch.manual_seed(cfg.seed)
         model = model_for_dataset(cfg.model, ds, **cfg.model_args)
         if cfg.init_from:
-            init, meta = load_model(cfg.init_from)
-            check_model_fits_data(meta["model"], ds.spec(), f"init_from checkpoint {cfg.init_from!r}")
-            try:
-                model.load_state_dict(init.state_dict())
-            except RuntimeError as err:
-                raise CheckpointError(f"init_from checkpoint {cfg.init_from!r} does not fit model {cfg.model!r}: "
-                                      f"{err}") from None
-        model = model.to(device)
-        ddp = None
-        if world > 1:
-            ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                      else None)
-        if cfg.compile:
-            ddp = torch.compile(ddp or model)
+            load_init(model, cfg, data_spec=ds.spec())
+        model, ddp = place_model(model, cfg, device, world)
         if rank == 0:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            if not resume:
-                for stale in ("metrics.jsonl", "best.safetensors", "last.safetensors", "state.safetensors"):
-                    (run_dir / stale).unlink(missing_ok=True)
-                atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+            start_run_dir(run_dir, cfg, resume)
         log.info("config: %s", cfg.to_dict())
         n_eval = min(cfg.eval_size, x_val.shape[0])
         validate = vision_validator(x_val[:n_eval].to(device), y_val[:n_eval].to(device), eval_threat,

@@ -184,10 +184,16 @@ class Trainer:
         stopped = None
         for epoch in range(self.start_epoch, cfg.epochs):
             train_stats = self._train_epoch(epoch)
+            t_val = time.perf_counter()
             val = self.validate(self.model)
+            # Validation time is reported apart from epoch_seconds: "training time" budgets include it.
+            val["val_seconds"] = time.perf_counter() - t_val
             row = {"epoch": epoch, **train_stats, **val, "lr": self.optimizer.param_groups[0]["lr"],
                    "eps": self.eps_at(epoch, getattr(self.batches, "num_batches", 1) - 1)}
             self.history.append(row)
+            # Without a TTY there is no progress bar: one line per epoch keeps long runs observable (-v).
+            log.info("epoch %d: %s", epoch, "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                     for k, v in row.items() if k != "epoch"))
             key = self._best_key(val)
             improved = self.best is None or val.get(key, -1) > self.best.get(key, -1)
             co = self._catastrophic(val)
