@@ -38,7 +38,7 @@ CLI = [sys.executable, "-m", "robustkit"]
 # name -> evaluation protocol
 RECIPES = {
     "fmnist-standard": "fmnist", "fmnist-fast": "fmnist", "fmnist-pgd": "fmnist", "fmnist-trades": "fmnist",
-    "mnist-fast": "mnist", "mnist-pgd-best": "mnist",
+    "mnist-fast": "mnist", "mnist-fast-wong": "mnist",
     "mnist-seed-standard": "seed", "mnist-fgsm-seed": "seed",
 }
 
@@ -98,9 +98,9 @@ def collect(name: str, protocol: str, data_dir: str | None) -> dict:
             continue
         res = json.loads(path.read_text())
         if key == "audit":
-            doc[key] = {"clean_accuracy": res["clean_accuracy"], "robust_accuracy": res["robust_accuracy"]["value"]
-                        if isinstance(res["robust_accuracy"], dict) else res["robust_accuracy"],
-                        "n": res.get("n"), "seconds": res.get("seconds")}
+            ev = res["evaluation"]
+            doc[key] = {"clean_accuracy": ev["clean_accuracy"]["value"], "robust_accuracy": ev["robust_accuracy"]["value"],
+                        "n": ev["n"], "seconds": ev["seconds"], "sanity": res["verdict"]}
         else:
             doc[key] = {k: res[k] for k in ("clean_accuracy", "robust_accuracy", "n", "seconds")}
     return doc

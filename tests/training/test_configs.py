@@ -14,7 +14,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"
 def test_configs_exist_for_every_documented_experiment():
     names = {p.stem for p in CONFIGS}
     for needed in ("digits-fast", "fmnist-standard", "fmnist-fast", "fmnist-pgd", "fmnist-trades", "mnist-fast",
-                   "mnist-pgd-best", "mnist-fgsm-seed", "mnist-seed-standard"):
+                   "mnist-fgsm-seed", "mnist-seed-standard", "mnist-fast-wong"):
         assert needed in names, f"configs/{needed}.yaml is missing"
 
 
