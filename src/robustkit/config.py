@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -13,6 +14,21 @@ from typing import Any, Optional
 import yaml
 
 from ._validation import check_choice, check_number, parse_fraction
+
+# YAML 1.1 (PyYAML) reads ``1e-4`` as a *string*: a float needs a dot (``1.0e-4``). Users write
+# ``lr: 1e-4`` and ``--set lr=1e-4`` all the time, so such strings become floats where a number fits.
+_EXP_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _as_number(value):
+    """``"1e-4"`` -> ``1e-4``; mappings and lists recursively; anything else unchanged."""
+    if isinstance(value, str) and _EXP_FLOAT.match(value.strip()):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _as_number(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_number(v) for v in value]
+    return value
 
 
 @dataclass
@@ -120,7 +136,9 @@ class TrainConfig:
                 close = difflib.get_close_matches(str(key), known, n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
                 raise ValueError(f"Unknown key {key!r} in {source}.{hint} Known keys: {', '.join(known)}.")
-        return cls(**d)
+        text_fields = {"name", "out_dir", "device", "data", "data_dir", "model", "init_from", "method", "norm",
+                       "optimizer", "schedule", "precision", "select_best_by", "co_guard"}
+        return cls(**{k: v if k in text_fields else _as_number(v) for k, v in d.items()})
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "TrainConfig":
@@ -165,5 +183,5 @@ def parse_key_values(items: list[str], option: str = "--param") -> dict:
         if "=" not in item:
             raise ValueError(f"The '{option}' option must look like key=value. Got {item!r} instead.")
         key, raw = item.split("=", 1)
-        out[key.strip().replace("-", "_")] = yaml.safe_load(raw)
+        out[key.strip().replace("-", "_")] = _as_number(yaml.safe_load(raw))
     return out
