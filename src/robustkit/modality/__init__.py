@@ -1,0 +1,1 @@
+"""The only place that knows images from text (DESIGN: modality adapter)."""
