@@ -41,12 +41,12 @@ def _merge(section: str, key: str, doc: dict) -> None:
 
 def stage_train(args) -> None:
     from robustkit.config import TrainConfig
-    from robustkit.text.train import train_text
+    from robustkit.training import train
     cfg = TrainConfig.from_yaml(args.config, args.set)
     if args.data_dir:
         cfg.data_dir = args.data_dir
     t0 = time.perf_counter()
-    res = train_text(cfg, overwrite=True, progress=True)  # tqdm to the log: a way to watch long runs
+    res = train(cfg, overwrite=True, progress=True)  # tqdm to the log: a way to watch long runs
     wall = time.perf_counter() - t0
     last = res.history[-1]
     doc = {"config": str(args.config), "overrides": args.set, "run_dir": str(res.run_dir),
@@ -58,16 +58,32 @@ def stage_train(args) -> None:
 
 
 def stage_attack(args) -> None:
-    from robustkit.text.audit import audit_text
+    """Each attack alone (accuracy under it), then the per-sample worst case over all of them."""
+    from robustkit.checkpoint import load_model
+    from robustkit.data import load_dataset
+    from robustkit.evaluation import evaluate
+    from robustkit.modality import get_modality
+    from robustkit.threat import SubstitutionThreat
+    run = Path(args.run)
+    model, meta = load_model(run / f"{args.checkpoint}.safetensors" if run.is_dir() else run)
+    variant = (meta.get("data") or {}).get("variant")
+    ds = load_dataset("sst2", data_dir=args.data_dir, **({"variant": variant} if variant else {}))
+    x, y = get_modality("text").eval_split(ds, args.attack_size)
+    params = {"word": {"max_candidates": args.max_candidates, "min_similarity": args.min_similarity}, "char": {}}
+    threat = SubstitutionThreat(args.max_share)
     t0 = time.perf_counter()
-    doc = audit_text(args.run, data="sst2", data_dir=args.data_dir, limit=args.attack_size, seed=args.seed,
-                     attacks=args.attacks, checkpoint=args.checkpoint, examples=5,
-                     attack_params={"word": {"max_candidates": args.max_candidates, "max_share": args.max_share,
-                                             "min_similarity": args.min_similarity},
-                                    "char": {"max_share": args.max_share}})
+    doc = {"checkpoint": meta["path"], "n": len(x), "threat": threat.to_dict(), "attacks": {}}
+    for name in args.attacks:
+        res = evaluate(model, x, y, threat, attacks=[(name, params[name])], seed=args.seed, batch_size=64)
+        rec = res.attacks[0]
+        doc["clean_accuracy"] = res.clean_accuracy
+        doc["attacks"][name] = {"accuracy": res.robust_accuracy, "seconds": rec["seconds"], "params": rec["params"],
+                                **rec.get("details", {})}
+    res = evaluate(model, x, y, threat, attacks=[(n, params[n]) for n in args.attacks], seed=args.seed, batch_size=64)
+    doc["worst_case_accuracy"] = res.robust_accuracy
     doc["wall_seconds"] = time.perf_counter() - t0
     doc["command"] = " ".join([sys.executable] + sys.argv)
-    _merge("attack", Path(args.run).name, doc)
+    _merge("attack", run.name, doc)
     for name, a in doc["attacks"].items():
         logging.info("%s on %s: clean %.4f -> %.4f (share changed %.3f, queries %.0f)", name, args.run,
                      doc["clean_accuracy"], a["accuracy"], a["mean_share_changed"], a["mean_queries"])

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from robustkit import ThreatModel
+from robustkit.threat import SubstitutionThreat, threat_from_dict
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -70,3 +71,17 @@ def test_bad_threat_models(kwargs, match):
 def test_eps_must_be_a_number():
     with pytest.raises(TypeError, match="'eps'"):
         ThreatModel("linf", float("nan"))
+
+
+def test_substitution_threat_round_trips_and_rescales():
+    t = SubstitutionThreat(0.25)
+    assert t.to_dict() == {"norm": "word-share", "eps": 0.25, "bounds": None}
+    assert threat_from_dict(t.to_dict()) == t and threat_from_dict(ThreatModel().to_dict()) == ThreatModel()
+    assert t.with_eps(0.1) == SubstitutionThreat(0.1) and t.eps == 0.25
+    assert SubstitutionThreat(0).eps == 0.0  # 0: no word may change (clean accuracy)
+
+
+@pytest.mark.parametrize("eps, error", [(-0.1, ValueError), (1.5, ValueError), ("0.2", TypeError)])
+def test_bad_substitution_threats(eps, error):
+    with pytest.raises(error, match="'eps' parameter of SubstitutionThreat must be a number"):
+        SubstitutionThreat(eps)

@@ -44,7 +44,7 @@ def test_transfer_bad_input(digits_model):
     threat = ThreatModel("linf", 0.1)
     with pytest.raises(TypeError, match="'surrogate' parameter of transfer"):
         attacks.create("transfer", threat)
-    with pytest.raises(KeyError, match="Did you mean"):
+    with pytest.raises(ValueError, match="Did you mean"):
         attacks.create("transfer", threat, surrogate=digits_model, attack="pgdd")
     with pytest.raises(TypeError, match="accepts"):
         attacks.create("transfer", threat, surrogate=digits_model, attack_params={"stepz": 3})

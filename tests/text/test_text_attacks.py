@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustkit.text.char_attack import CharAttack
-from robustkit.text.word_attack import (STOP_WORDS, WordSubstitutionAttack, budget, check_constraints)
-from robustkit.text.wordnet import find_wordnet
+from robustkit.attacks.char import CharAttack
+from robustkit.attacks.word_substitution import (STOP_WORDS, WordSubstitutionAttack, budget, check_constraints)
+from robustkit.data.wordnet import find_wordnet
 
-from conftest import synthetic_sentences
+from _text_fixtures import synthetic_sentences
 
 HAS_WORDNET = find_wordnet() is not None
 

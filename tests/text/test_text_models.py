@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from robustkit.checkpoint import load_model, save_model
-from robustkit.text.models import ModelFolderError, build_text_model, load_tokenizer
+from robustkit.models.text import ModelFolderError, build_text_model, load_tokenizer
 
 
 def test_forward_equals_forward_from_embeddings(tiny_model):

@@ -6,9 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from robustkit.threat import ThreatModel
+from robustkit.modality import embedding as perturb
 from robustkit.training.objectives import create_objective
-from robustkit.text import objectives as _registered  # noqa: F401
-from robustkit.text import perturb
 
 from conftest import synthetic_sentences
 

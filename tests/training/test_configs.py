@@ -20,8 +20,7 @@ def test_configs_exist_for_every_documented_experiment():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_shipped_config_loads_and_names_known_parts(path):
-    import robustkit.text.objectives  # noqa: F401 - registers the text objectives
-    from robustkit.text.models import is_text_model
+    from robustkit.models.text import is_text_model
 
     cfg = TrainConfig.from_yaml(path)
     assert cfg.name == path.stem, "a config's run name should match its file name"

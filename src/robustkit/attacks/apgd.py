@@ -19,7 +19,7 @@ import math
 import torch
 
 from .._validation import check_number
-from .base import Attack, BestTracker, ce_loss, dlr_loss, fooled, input_grad
+from .base import Attack, BestTracker, ce_loss, check_flag, dlr_loss, fooled, input_grad
 from .registry import register_attack
 
 
@@ -40,7 +40,7 @@ class _APGD(Attack):
         self.restarts = check_number(restarts, "restarts", owner=self.name, low=1, integer=True)
         self.rho = check_number(rho, "rho", owner=self.name, low=0, high=1)
         self.momentum = check_number(momentum, "momentum", owner=self.name, low=0, high=1)
-        self.targeted = bool(targeted)
+        self.targeted = check_flag(targeted, "targeted", self.name)
         self.n_target_classes = check_number(n_target_classes, "n_target_classes", owner=self.name, low=1,
                                              integer=True)
 
@@ -126,9 +126,13 @@ class _APGD(Attack):
 
 @register_attack("apgd-ce")
 class APGDCE(_APGD):
+    """Step-size-free PGD on cross-entropy (Croce & Hein 2020), AutoAttack's first attack."""
+
     loss_name = "ce"
 
 
 @register_attack("apgd-dlr")
 class APGDDLR(_APGD):
+    """Step-size-free PGD on the scale-invariant DLR loss; targeted=True is AutoAttack's APGD-T."""
+
     loss_name = "dlr"

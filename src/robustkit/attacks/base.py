@@ -9,7 +9,8 @@ parameter ``.grad`` fields are never touched.
 from __future__ import annotations
 
 import inspect
-from typing import Callable, ClassVar
+from contextlib import contextmanager
+from typing import Callable, ClassVar, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,42 @@ from .._validation import check_choice, check_inputs, check_labels, check_number
 from ..threat import ThreatModel
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@contextmanager
+def in_mode(model, mode: str = "eval") -> Iterator[None]:
+    """Run a block with ``model`` in eval mode ("eval") or as it is ("keep"), then give every module
+    back its own training flag. ``model.train(was)`` would not do: it overwrites a mixed-mode model
+    (e.g. frozen batch-norm in a training model) with one flag."""
+    modules = list(model.modules()) if isinstance(model, nn.Module) else []
+    modes = [m.training for m in modules]
+    if mode == "eval" and modules:
+        model.eval()
+    try:
+        yield
+    finally:
+        for m, was in zip(modules, modes):
+            m.training = was
+
+
+def check_flag(value, name: str, owner: str) -> bool:
+    """Booleans only: ``bool("false")`` is True, so a string from a config would silently flip a switch."""
+    if not isinstance(value, bool):
+        raise TypeError(f"The '{name}' parameter of {owner} must be True or False. Got {value!r} instead.")
+    return value
+
+
+def attack_params(attack) -> dict:
+    """The full configuration of any attack (keyword-only constructor arguments + threat) for reports."""
+    threat = getattr(attack, "threat", None)
+    out = {"attack": attack.name, "threat": threat.to_dict() if threat is not None else None}
+    for cls in type(attack).__mro__:
+        if cls is object:
+            continue
+        for p in inspect.signature(cls.__init__).parameters.values():
+            if p.kind == p.KEYWORD_ONLY and p.name not in out and hasattr(attack, p.name):
+                out[p.name] = getattr(attack, p.name)
+    return out
 
 
 class _CheckedModel:
@@ -107,11 +144,13 @@ class Attack:
     """
 
     name: ClassVar[str] = "attack"
+    kind: ClassVar[str] = "white-box"  # "white-box" (uses gradients) | "black-box" (only predictions) | "discrete"
+    modality: ClassVar[str] = "vision"  # what ``x`` is: "vision" tensors here, "text" for DiscreteAttack
 
     def __init__(self, threat: ThreatModel, *, seed: int = 0, model_mode: str = "eval"):
         if not isinstance(threat, ThreatModel):
-            raise TypeError(f"The 'threat' parameter of {self.name} must be a robustkit.ThreatModel. "
-                            f"Got {type(threat).__name__} instead.")
+            raise TypeError(f"The 'threat' parameter of {self.name} must be a robustkit.ThreatModel, e.g. "
+                            f"ThreatModel('linf', 8/255); {self.modality} attacks need one. Got {threat!r} instead.")
         self.threat = threat
         self.seed = check_number(seed, "seed", owner=self.name, low=0, integer=True)
         self.model_mode = check_choice(model_mode, "model_mode", ("eval", "keep"), owner=self.name)
@@ -119,14 +158,7 @@ class Attack:
     # -- reporting ------------------------------------------------------------------------------
     def params(self) -> dict:
         """The full configuration (constructor arguments + threat model) for reports and provenance."""
-        out = {"attack": self.name, "threat": self.threat.to_dict()}
-        for cls in type(self).__mro__:
-            if cls is object:
-                continue
-            for p in inspect.signature(cls.__init__).parameters.values():
-                if p.kind == p.KEYWORD_ONLY and p.name not in out and hasattr(self, p.name):
-                    out[p.name] = getattr(self, p.name)
-        return out
+        return attack_params(self)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items() if k != "attack")
@@ -143,18 +175,10 @@ class Attack:
         if target is not None:
             check_inputs(x, target, owner=self.name)
             target = target.long()
-        modules = list(model.modules()) if isinstance(model, nn.Module) else []
-        modes = [m.training for m in modules]
-        if self.model_mode == "eval" and isinstance(model, nn.Module):
-            model.eval()
         generator = torch.Generator(device=x.device)
         generator.manual_seed(self.seed)
-        try:
-            with torch.enable_grad():
-                x_adv = self._perturb(_CheckedModel(model, y, target, self.name), x.detach(), y, target, generator)
-        finally:
-            for m, mode in zip(modules, modes):
-                m.training = mode
+        with in_mode(model, self.model_mode), torch.enable_grad():
+            x_adv = self._perturb(_CheckedModel(model, y, target, self.name), x.detach(), y, target, generator)
         # The invariant, enforced once: same shape and dtype, inside the ball and the bounds.
         return self.threat.project(x_adv.detach(), x.detach()).to(x.dtype)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Attack
+from .base import Attack, in_mode
 
 
 def attack_in_batches(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 500,
@@ -19,15 +19,12 @@ def attack_in_batches(attack: Attack, model: nn.Module, x: torch.Tensor, y: torc
         from tqdm.auto import tqdm
         bar = tqdm(total=x.shape[0], desc=attack.name, unit="img", leave=False)
     advs, pc, pa = [], [], []
-    was = model.training
     for i in range(0, x.shape[0], batch_size):
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
         xa = attack(model, xb, yb)
-        model.eval()
-        with torch.no_grad():
+        with in_mode(model, "eval"), torch.no_grad():  # each module gets its own mode back
             pc.append(model(xb).argmax(1).cpu())
             pa.append(model(xa).argmax(1).cpu())
-        model.train(was)
         advs.append(xa.cpu())
         if bar is not None:
             bar.update(xb.shape[0])

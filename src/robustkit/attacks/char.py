@@ -10,28 +10,34 @@ by default (encoders are not meaningful judges of typos).
 """
 from __future__ import annotations
 
+import random
 import string
+import zlib
 
+from .registry import register_attack
 from .word_substitution import GreedyAttack
 
 LETTERS = string.ascii_lowercase
 
 
+@register_attack("char")
 class CharAttack(GreedyAttack):
-    """DeepWordBug-like edits; ``max_candidates`` random edits per word (seeded per example)."""
+    """DeepWordBug-like typos (Gao et al. 2018): one character edit in each of the most important words.
 
-    name = "char"
+    ``max_candidates`` random edits per word, seeded per example. Example::
 
-    def __init__(self, *, max_candidates: int = 8, min_similarity: float | None = None, **kw):
-        super().__init__(max_candidates=max_candidates, min_similarity=min_similarity, **kw)
+        atk = attacks.create("char", SubstitutionThreat(0.2), seed=0)
+        typo_texts = atk(model, ["a gorgeous , witty film"], [1])
+    """
+
+    def __init__(self, threat=None, *, max_candidates: int = 8, min_similarity: float | None = None, **kw):
+        super().__init__(threat, max_candidates=max_candidates, min_similarity=min_similarity, **kw)
 
     def candidates(self, word: str, state=None) -> list[str]:
         if len(word) < 2:
             return []
-        rng = state.rng if state is not None else None
-        if rng is None:
-            import random
-            rng = random.Random(hash(word) & 0xFFFF)
+        # Outside a search, seed from the word itself: crc32, not hash(), which changes per process.
+        rng = state.rng if state is not None else random.Random(zlib.crc32(word.encode()))
         out: list[str] = []
         ops = ("swap", "substitute", "delete", "insert")
         tries = 0

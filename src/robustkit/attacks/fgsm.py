@@ -14,18 +14,22 @@ Example: ``create("fgsm", ThreatModel("linf", 0.1))(model, x, y)``
 from __future__ import annotations
 
 from .._validation import check_choice, check_number
-from .base import LOSSES, Attack, input_grad
+from .base import LOSSES, Attack, check_flag, input_grad
 from .registry import register_attack
 
 
 @register_attack("fgsm")
 class FGSM(Attack):
+    """One gradient step of size step_size (Goodfellow et al. 2015); with random_start, Fast-AT's attack."""
+
     def __init__(self, threat, *, step_size: float | None = None, random_start: bool = False,
                  loss: str = "ce", clip_start: bool = True, **kw):
         super().__init__(threat, **kw)
-        self.step_size = threat.eps if step_size is None else check_number(step_size, "step_size", owner="fgsm", low=0)
-        self.random_start = bool(random_start)
-        self.clip_start = bool(clip_start)
+        # A zero step is meaningful only in a zero-radius ball (eps warm-up schedules start there).
+        self.step_size = threat.eps if step_size is None else check_number(
+            step_size, "step_size", owner="fgsm", low=0, low_inclusive=threat.eps == 0)
+        self.random_start = check_flag(random_start, "random_start", "fgsm")
+        self.clip_start = check_flag(clip_start, "clip_start", "fgsm")
         self.loss = check_choice(loss, "loss", LOSSES, owner="fgsm")
 
     def _perturb(self, model, x, y, target, generator):

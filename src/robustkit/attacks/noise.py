@@ -16,6 +16,10 @@ from .registry import register_attack
 
 @register_attack("noise")
 class Noise(Attack):
+    """Random noise in the threat ball: a floor every real attack must beat."""
+
+    kind = "black-box"
+
     def __init__(self, threat, *, distribution: str = "uniform", draws: int = 1, **kw):
         super().__init__(threat, **kw)
         self.distribution = check_choice(distribution, "distribution", ("uniform", "gaussian"), owner="noise")

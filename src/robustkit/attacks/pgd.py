@@ -16,22 +16,25 @@ from __future__ import annotations
 import torch
 
 from .._validation import check_choice, check_number
-from .base import LOSSES, Attack, BestTracker, fooled, input_grad
+from .base import LOSSES, Attack, BestTracker, check_flag, fooled, input_grad
 from .registry import register_attack
 
 
 @register_attack("pgd")
 class PGD(Attack):
+    """Projected gradient ascent from a random start, with restarts (Madry et al. 2018)."""
+
     def __init__(self, threat, *, steps: int = 20, step_size: float | None = None, random_start: bool = True,
                  restarts: int = 1, loss: str = "ce", early_stop: bool = True, **kw):
         super().__init__(threat, **kw)
         self.steps = check_number(steps, "steps", owner="pgd", low=1, integer=True)
         self.step_size = (2.5 * threat.eps / self.steps if step_size is None
-                          else check_number(step_size, "step_size", owner="pgd", low=0))
-        self.random_start = bool(random_start)
+                          else check_number(step_size, "step_size", owner="pgd", low=0,
+                                            low_inclusive=threat.eps == 0))  # 0 only in a 0-radius ball
+        self.random_start = check_flag(random_start, "random_start", "pgd")
         self.restarts = check_number(restarts, "restarts", owner="pgd", low=1, integer=True)
         self.loss = check_choice(loss, "loss", LOSSES, owner="pgd")
-        self.early_stop = bool(early_stop)
+        self.early_stop = check_flag(early_stop, "early_stop", "pgd")
 
     def _perturb(self, model, x, y, target, generator):
         loss_fn = LOSSES[self.loss]

@@ -65,6 +65,10 @@ def _randint(high: int, generator: torch.Generator) -> int:
 
 @register_attack("square")
 class Square(Attack):
+    """Score-based random search over square windows (Andriushchenko et al. 2020); needs logits only."""
+
+    kind = "black-box"
+
     def __init__(self, threat, *, n_queries: int = 5000, p_init: float = 0.8, restarts: int = 1, **kw):
         super().__init__(threat, **kw)
         self.n_queries = check_number(n_queries, "n_queries", owner="square", low=1, integer=True)

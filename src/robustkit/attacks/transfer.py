@@ -21,11 +21,15 @@ from torch import nn
 
 from .._validation import check_number
 from .base import Attack, fooled
-from .registry import create, get_class, register_attack
+from .registry import available, create, get_class, register_attack
 
 
 @register_attack("transfer")
 class Transfer(Attack):
+    """Craft on a surrogate model, keep what fools the target (Papernot et al. 2016)."""
+
+    kind = "black-box"  # the target is only queried for predictions
+
     def __init__(self, threat, *, surrogate: nn.Module | None = None, attack: str = "pgd",
                  attack_params: dict | None = None, restarts: int = 1, **kw):
         super().__init__(threat, **kw)
@@ -34,7 +38,12 @@ class Transfer(Attack):
                             f"examples on. Got {type(surrogate).__name__} instead.")
         if attack == "transfer":
             raise ValueError("The 'attack' parameter of transfer must be a white-box attack name, not 'transfer'.")
-        get_class(attack)  # unknown names fail here, with suggestions
+        if get_class(attack).modality != self.modality:  # unknown names fail here, with suggestions
+            raise ValueError(f"The 'attack' parameter of transfer must be a {self.modality} attack, one of "
+                             f"{available(modality=self.modality)}. Got {attack!r} instead.")
+        if attack_params is not None and not isinstance(attack_params, dict):
+            raise TypeError("The 'attack_params' parameter of transfer must be a dict of the inner attack's "
+                            f"keyword arguments. Got {type(attack_params).__name__} instead.")
         self.surrogate = surrogate
         self.attack = attack
         default = {"steps": 50, "loss": "margin"} if attack == "pgd" else {}

@@ -8,7 +8,7 @@ the budget is spent. All examples advance in lockstep so each round is one batch
 
 Constraints (checked for every accepted substitution, see :func:`check_constraints`):
 - stop words (and non-alphabetic tokens) are never changed;
-- at most ``max_share`` of an example's words are changed (at least one word);
+- at most ``max_share`` of an example's words are changed (at least one word unless max_share is 0);
 - candidates keep the part of speech where it is known: WordNet synonyms are taken from the synsets
   of a POS the original word has, embedding neighbours must share a WordNet POS with it when WordNet
   knows both words (lexical POS, not a contextual tagger);
@@ -18,86 +18,21 @@ Constraints (checked for every accepted substitution, see :func:`check_constrain
 from __future__ import annotations
 
 import logging
-import math
 import random
-from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .._validation import check_choice, check_number
+from .base import in_mode
+from .discrete import STOP_WORDS, AttackResult, DiscreteAttack, budget, check_constraints, eligible
+from .registry import register_attack
+
+__all__ = ["AttackResult", "EmbeddingNeighbours", "GreedyAttack", "STOP_WORDS", "SentenceEncoder",
+           "WordSubstitutionAttack", "budget", "check_constraints", "eligible", "word_saliency"]
 
 log = logging.getLogger(__name__)
-
-# NLTK's English stop-word list plus contractions' pieces and negations; negations and function words
-# are never substituted (changing them changes meaning, not just wording).
-STOP_WORDS = frozenset("""
-a about above after again against ain all am an and any are aren't as at be because been before being below
-between both but by can couldn couldn't d did didn didn't do does doesn doesn't doing don don't down during each
-few for from further had hadn hadn't has hasn hasn't have haven haven't having he her here hers herself him
-himself his how i if in into is isn isn't it it's its itself just ll m ma me mightn mightn't more most mustn
-mustn't my myself needn needn't no nor not now o of off on once only or other our ours ourselves out over own re
-s same shan shan't she she's should should've shouldn shouldn't so some such t than that that'll the their
-theirs them themselves then there these they this those through to too under until up ve very was wasn wasn't
-we were weren weren't what when where which while who whom why will with won won't wouldn wouldn't y you you'd
-you'll you're you've your yours yourself yourselves n't 's 're 've 'd 'll 'm never nothing nobody none neither
-cannot without less least
-""".split())
-
-
-@dataclass
-class AttackResult:
-    """One attacked example. ``changed`` lists (position, original word, new word)."""
-
-    original: str
-    adversarial: str
-    label: int
-    pred_original: int
-    pred_adversarial: int
-    success: bool
-    skipped: bool  # the clean prediction was already wrong: not attacked
-    changed: list = field(default_factory=list)
-    n_words: int = 0
-    queries: int = 0
-    similarity: float | None = None
-
-    @property
-    def share_changed(self) -> float:
-        return len(self.changed) / max(1, self.n_words)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["share_changed"] = self.share_changed
-        return d
-
-
-def budget(n_words: int, max_share: float) -> int:
-    """Most words an example of ``n_words`` may have changed: floor(max_share · n), at least 1."""
-    return max(1, math.floor(max_share * n_words + 1e-9))
-
-
-def eligible(word: str, stop_words: frozenset) -> bool:
-    return word.isalpha() and len(word) > 1 and word.lower() not in stop_words
-
-
-def check_constraints(result: AttackResult, *, max_share: float, stop_words: frozenset = STOP_WORDS,
-                      min_similarity: float | None = None) -> list[str]:
-    """Violations of the attack's constraints by one result (empty list: all respected)."""
-    problems = []
-    orig, adv = result.original.split(), result.adversarial.split()
-    if len(orig) != len(adv):
-        return [f"word count changed ({len(orig)} -> {len(adv)})"]
-    diff = [i for i, (a, b) in enumerate(zip(orig, adv)) if a != b]
-    if len(diff) > budget(len(orig), max_share):
-        problems.append(f"{len(diff)} of {len(orig)} words changed (max share {max_share})")
-    for i in diff:
-        if not eligible(orig[i], stop_words):
-            problems.append(f"stop word or non-word {orig[i]!r} at position {i} was changed")
-    if min_similarity is not None and diff and (result.similarity is None or result.similarity < min_similarity - 1e-6):
-        problems.append(f"similarity {result.similarity} below {min_similarity}")
-    return problems
-
 
 def _match_case(template: str, word: str) -> str:
     if template.isupper() and len(template) > 1:
@@ -143,15 +78,17 @@ class _State:
         self.done, self.queries, self.success, self.sim = False, 0, False, None
 
 
-class GreedyAttack:
-    """The shared greedy search; subclasses supply ``candidates(word, state)``."""
+class GreedyAttack(DiscreteAttack):
+    """The shared greedy search; subclasses supply ``candidates(word, state)``.
 
-    name = "greedy"
+    ``threat``, ``max_share`` and ``seed`` are :class:`DiscreteAttack`'s.
+    """
 
-    def __init__(self, *, max_share: float = 0.2, max_candidates: int = 20, importance: str = "deletion",
+    def __init__(self, threat=None, *, max_candidates: int = 20, importance: str = "deletion",
                  min_similarity: float | None = None, encoder: Callable | str | None = None,
-                 stop_words: Sequence[str] | None = None, batch_size: int = 64, max_queries: int | None = None):
-        self.max_share = check_number(max_share, "max_share", owner=self.name, low=0, high=1, low_inclusive=False)
+                 stop_words: Sequence[str] | None = None, batch_size: int = 64, max_queries: int | None = None,
+                 **kw):
+        super().__init__(threat, **kw)
         self.max_candidates = check_number(max_candidates, "max_candidates", owner=self.name, low=1, integer=True)
         self.importance = check_choice(importance, "importance", ("deletion", "gradient"), owner=self.name)
         if min_similarity is not None:
@@ -161,12 +98,16 @@ class GreedyAttack:
         self._encoder: Callable | None = encoder if callable(encoder) else None
         self.stop_words = frozenset(w.lower() for w in stop_words) if stop_words is not None else STOP_WORDS
         self.batch_size = check_number(batch_size, "batch_size", owner=self.name, low=1, integer=True)
-        self.max_queries = max_queries
+        self.max_queries = None if max_queries is None else check_number(max_queries, "max_queries", owner=self.name,
+                                                                          low=1, integer=True)
 
     def params(self) -> dict:
-        return {"name": self.name, "max_share": self.max_share, "max_candidates": self.max_candidates,
-                "importance": self.importance, "min_similarity": self.min_similarity,
-                "batch_size": self.batch_size, "max_queries": self.max_queries}
+        out = super().params()
+        # JSON-safe stand-ins: an encoder object by its class, the default stop list as None.
+        spec = self._encoder_spec
+        out["encoder"] = spec if spec is None or isinstance(spec, str) else type(spec).__name__
+        out["stop_words"] = None if self.stop_words == STOP_WORDS else sorted(self.stop_words)
+        return out
 
     # -- hooks ------------------------------------------------------------------------------------
     def candidates(self, word: str, state: _State) -> list[str]:
@@ -180,22 +121,11 @@ class GreedyAttack:
         return self._encoder
 
     # -- the search -------------------------------------------------------------------------------
-    def attack(self, model, texts: Sequence[str], labels: Sequence[int], *, seed: int = 0) -> list[AttackResult]:
+    def _attack(self, model, texts: list[str], labels: list[int], seed: int) -> list[AttackResult]:
         """Attack ``texts`` (true ``labels``) against ``model`` (a TextClassifier); returns one result each."""
-        if isinstance(texts, str):
-            raise TypeError(f"The 'texts' parameter of {self.name} must be a list of strings, not one string.")
-        labels = [int(v) for v in labels]
-        if len(texts) != len(labels):
-            raise ValueError(f"The 'labels' parameter of {self.name} must have one entry per text ({len(texts)}). "
-                             f"Got {len(labels)} instead.")
-        if not texts:
-            return []
-        for i, t in enumerate(texts):
-            if not isinstance(t, str) or not t.strip():
-                raise ValueError(f"The 'texts' parameter of {self.name} must hold non-empty strings. "
-                                 f"Got {t!r} at index {i} instead.")
         probs0 = self._query(model, list(texts))
-        states = [_State(i, t.split(), y, random.Random(seed * 1_000_003 + i)) for i, (t, y) in enumerate(zip(texts, labels))]
+        states = [_State(i, t.split(), y, random.Random(seed * 1_000_003 + i))
+                  for i, (t, y) in enumerate(zip(texts, labels))]
         for s, p in zip(states, probs0):
             s.queries, s.p_true = 1, float(p[s.label])
             s.done = int(p.argmax()) != s.label
@@ -304,15 +234,12 @@ def word_saliency(model, words: list[list[str]], labels: list[int]) -> list[list
               return_tensors="pt")
     dev = next(model.parameters()).device
     ids, mask = enc["input_ids"].to(dev), enc["attention_mask"].to(dev)
-    was = model.training
-    model.eval()
-    try:
+    # autograd.grad w.r.t. the embeddings only: no parameter .grad is touched.
+    with in_mode(model, "eval"), torch.enable_grad():
         emb = model.embed(ids).detach().requires_grad_(True)
         logits = model.forward_embeds(emb, mask)
         loss = F.cross_entropy(logits.float(), torch.tensor(labels, device=dev), reduction="sum")
         (g,) = torch.autograd.grad(loss, emb)
-    finally:
-        model.train(was)
     norms = g.norm(dim=-1).cpu()
     out = []
     for b, ws in enumerate(words):
@@ -324,8 +251,11 @@ def word_saliency(model, words: list[list[str]], labels: list[int]) -> list[list
     return out
 
 
+@register_attack("word")
 class WordSubstitutionAttack(GreedyAttack):
-    """Synonym substitution (PWWS / TextFooler family) under the constraints in the module docstring.
+    """Synonym substitution (PWWS / TextFooler family), greedy by word importance.
+
+    The constraints it keeps are listed in the module docstring.
 
     ``candidates``: "wordnet" (WordNet synonyms; Debian's ``wordnet-base``), "embedding" (nearest
     neighbours in the victim model's word-embedding space, cosine >= ``min_embedding_cos``) or "both".
@@ -333,17 +263,17 @@ class WordSubstitutionAttack(GreedyAttack):
 
     Example::
 
-        atk = WordSubstitutionAttack(max_share=0.2, min_similarity=0.8)
-        results = atk.attack(model, ["a gorgeous , witty film"], [1])
+        atk = attacks.create("word", SubstitutionThreat(0.2), min_similarity=0.8)
+        adversarial_texts = atk(model, ["a gorgeous , witty film"], [1])
+        atk.last_results[0].changed  # [(position, old word, new word), ...]
     """
 
-    name = "word"
-
-    def __init__(self, *, candidates: str = "wordnet", min_similarity: float | None = 0.8,
+    def __init__(self, threat=None, *, candidates: str = "wordnet", min_similarity: float | None = 0.8,
                  min_embedding_cos: float = 0.5, wordnet_path: str | None = None, **kw):
-        super().__init__(min_similarity=min_similarity, **kw)
+        super().__init__(threat, min_similarity=min_similarity, **kw)
         self.source = check_choice(candidates, "candidates", ("wordnet", "embedding", "both"), owner="word")
-        self.min_embedding_cos = min_embedding_cos
+        self.min_embedding_cos = check_number(min_embedding_cos, "min_embedding_cos", owner="word", low=-1, high=1)
+        self.wordnet_path = wordnet_path
         self._wn = None
         if self.source in ("wordnet", "both"):
             from ..data.wordnet import load_wordnet
@@ -356,13 +286,13 @@ class WordSubstitutionAttack(GreedyAttack):
         self._cache: dict[str, list[str]] = {}
 
     def params(self) -> dict:
-        return {**super().params(), "candidates": self.source, "min_embedding_cos": self.min_embedding_cos}
+        return {**super().params(), "candidates": self.source}  # the attribute name is taken by the method
 
-    def attack(self, model, texts, labels, *, seed: int = 0):
+    def _attack(self, model, texts, labels, seed):
         if self.source in ("embedding", "both") and (self._neigh is None or self._neigh.model is not model):
             self._neigh = EmbeddingNeighbours(model, min_cos=self.min_embedding_cos)
             self._cache.clear()
-        return super().attack(model, texts, labels, seed=seed)
+        return super()._attack(model, texts, labels, seed)
 
     def candidates(self, word: str, state=None) -> list[str]:
         w = word.lower()

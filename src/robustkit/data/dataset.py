@@ -31,9 +31,15 @@ class Dataset:
 
     def spec(self) -> dict:
         """What a checkpoint records about its data, to refuse auditing on a mismatched dataset."""
-        return {"name": self.name, "input_shape": list(self.input_shape), "num_classes": self.num_classes,
+        return {"name": self.name, "modality": "vision", "input_shape": list(self.input_shape), "num_classes": self.num_classes,
                 "class_names": list(self.class_names), "mean": list(self.mean), "std": list(self.std),
                 "bounds": list(self.bounds)}
+
+    def limited(self, limit: int, seed: int = 0) -> "Dataset":
+        """The first ``limit`` samples of each split (``load_dataset(..., limit=N)``)."""
+        self.x_train, self.y_train = self.x_train[:limit], self.y_train[:limit]
+        self.x_test, self.y_test = self.x_test[:limit], self.y_test[:limit]
+        return self
 
     def split_validation(self, size: int | float, seed: int = 0) -> tuple["Dataset", torch.Tensor, torch.Tensor]:
         """Hold out a deterministic (by seed) validation set from the training split.

@@ -10,12 +10,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .._validation import check_number, unknown_name_error
 from .dataset import Dataset
 from .idx import read_idx
-
-_DATASETS: dict[str, Callable[..., Dataset]] = {}
-_DESCRIPTIONS: dict[str, str] = {}
+from .registry import register_dataset
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
@@ -29,32 +26,6 @@ INSTALL_HINTS = {
              "(train-images-idx3-ubyte[.gz], ...), or `pip install robustkit[vision]` to let torchvision download them.",
     "cifar10": "Pass --data-dir to the extracted 'cifar-10-batches-py' folder, or `pip install robustkit[vision]`.",
 }
-
-
-def register_dataset(name: str, description: str = ""):
-    def decorate(fn):
-        _DATASETS[name] = fn
-        _DESCRIPTIONS[name] = description
-        return fn
-    return decorate
-
-
-def available_datasets() -> dict[str, str]:
-    return dict(sorted(_DESCRIPTIONS.items()))
-
-
-def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, limit: int | None = None,
-                 seed: int = 0) -> Dataset:
-    """Load a registered dataset by name. ``limit`` keeps the first N samples of each split."""
-    if name not in _DATASETS:
-        raise unknown_name_error("dataset", name, _DATASETS)
-    if limit is not None:
-        limit = check_number(limit, "limit", owner="load_dataset", low=1, integer=True)
-    ds = _DATASETS[name](data_dir=data_dir, seed=seed)
-    if limit is not None:
-        ds.x_train, ds.y_train = ds.x_train[:limit], ds.y_train[:limit]
-        ds.x_test, ds.y_test = ds.x_test[:limit], ds.y_test[:limit]
-    return ds
 
 
 def _candidate_dirs(name: str, data_dir) -> list[Path]:
@@ -118,7 +89,7 @@ def _from_torchvision(name, data_dir, class_names, mean, std) -> Dataset | None:
 
 
 @register_dataset("digits", "scikit-learn's bundled 8x8 digits (1,797 images; the embedded default)")
-def _digits(data_dir=None, seed=0) -> Dataset:
+def _digits(*, data_dir=None, seed=0) -> Dataset:
     from sklearn.datasets import load_digits
     d = load_digits()
     x = torch.from_numpy(d.images.astype(np.float32) / 16.0).unsqueeze(1)
@@ -133,12 +104,12 @@ def _digits(data_dir=None, seed=0) -> Dataset:
 
 
 @register_dataset("mnist", "MNIST handwritten digits (IDX files; --data-dir or $ROBUSTKIT_DATA)")
-def _mnist(data_dir=None, seed=0) -> Dataset:
+def _mnist(*, data_dir=None, seed=0) -> Dataset:
     return _load_idx_dataset("mnist", data_dir, [str(i) for i in range(10)], (0.1307,), (0.3081,))
 
 
 @register_dataset("fashion-mnist", "Fashion-MNIST (IDX files; also /usr/share/datasets/fashion-mnist)")
-def _fashion(data_dir=None, seed=0) -> Dataset:
+def _fashion(*, data_dir=None, seed=0) -> Dataset:
     return _load_idx_dataset("fashion-mnist", data_dir, FASHION_CLASSES, (0.2860,), (0.3530,))
 
 
@@ -167,7 +138,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @register_dataset("cifar10", "CIFAR-10 (python batches folder, or torchvision)")
-def _cifar10(data_dir=None, seed=0) -> Dataset:
+def _cifar10(*, data_dir=None, seed=0) -> Dataset:
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     tried = _candidate_dirs("cifar10", data_dir)
     tried += [t / "cifar-10-batches-py" for t in list(tried)]
@@ -232,7 +203,7 @@ def _labels(y: np.ndarray, source: str) -> tuple[torch.Tensor, list[str]]:
 
 
 @register_dataset("npz", "any .npz with 'x' and 'y' arrays (optionally x_test/y_test); --data-dir is the file")
-def _npz(data_dir=None, seed=0) -> Dataset:
+def _npz(*, data_dir=None, seed=0) -> Dataset:
     path = _require_path("npz", data_dir)
     try:
         # Materialize every array now: numpy reads lazily, and a pickled object array fails on access.
@@ -260,7 +231,7 @@ def _npz(data_dir=None, seed=0) -> Dataset:
 
 
 @register_dataset("image-folder", "a folder with one sub-folder of images per class; --data-dir is the folder")
-def _image_folder(data_dir=None, seed=0) -> Dataset:
+def _image_folder(*, data_dir=None, seed=0) -> Dataset:
     from PIL import Image  # pillow comes with matplotlib
     root = _require_path("image-folder", data_dir)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())

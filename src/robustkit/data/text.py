@@ -17,7 +17,8 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from .._validation import check_choice, check_number, unknown_name_error
+from .._validation import check_choice
+from .registry import available_datasets, dataset_modality, load_dataset, register_dataset
 
 log = logging.getLogger(__name__)
 
@@ -42,49 +43,46 @@ class TextDataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def limited(self, limit: int, seed: int = 0) -> "TextDataset":
+        """A seeded random ``limit`` training texts (SST files are sorted by class, so not the first N)
+        and the first ``limit`` evaluation texts."""
+        if limit < len(self.train_texts):
+            g = torch.Generator().manual_seed(seed)
+            idx = torch.randperm(len(self.train_texts), generator=g)[:limit].sort().values
+            self.train_texts = [self.train_texts[i] for i in idx.tolist()]
+            self.train_labels = self.train_labels[idx]
+        self.test_texts, self.test_labels = self.test_texts[:limit], self.test_labels[:limit]
+        return self
+
     def spec(self) -> dict:
-        return {"name": self.name, "kind": "text", "num_classes": self.num_classes, "class_names": self.class_names,
+        return {"name": self.name, "modality": "text", "kind": "text", "num_classes": self.num_classes, "class_names": self.class_names,
                 "train_size": len(self.train_texts), "test_size": len(self.test_texts), **self.source}
 
 
-_TEXT_DATASETS: dict[str, Callable[..., TextDataset]] = {}
-_DESCRIPTIONS: dict[str, str] = {}
-
-
 def register_text_dataset(name: str, description: str = ""):
-    def decorate(fn):
-        _TEXT_DATASETS[name] = fn
-        _DESCRIPTIONS[name] = description
-        return fn
-    return decorate
+    """``register_dataset(name, description, modality="text")``."""
+    return register_dataset(name, description, modality="text")
 
 
 def available_text_datasets() -> dict[str, str]:
-    return dict(sorted(_DESCRIPTIONS.items()))
+    return available_datasets("text")
 
 
 def is_text_dataset(name: str) -> bool:
-    """True for text dataset names (``sst2``, ``csv``, ``tsv``): route such runs to :func:`train_text`."""
-    return name in _TEXT_DATASETS
+    """True for registered text datasets (``sst2``, ``csv``, ``tsv``, ...)."""
+    try:
+        return dataset_modality(name) == "text"
+    except ValueError:
+        return False
 
 
 def load_text_dataset(name: str, *, data_dir: str | os.PathLike | None = None, limit: int | None = None,
                       seed: int = 0, **options) -> TextDataset:
-    """Load a text dataset by name. ``limit`` keeps a seeded random subset of N training texts (and the
-    first N evaluation texts); ``options`` go to the loader (``text_column``, ``label_column``, ``on_empty``)."""
-    if name not in _TEXT_DATASETS:
-        raise unknown_name_error("text dataset", name, _TEXT_DATASETS)
-    ds = _TEXT_DATASETS[name](data_dir=data_dir, **options)
-    if limit is not None:
-        limit = check_number(limit, "limit", owner="load_text_dataset", low=1, integer=True)
-        if limit < len(ds.train_texts):
-            # A random subset, not the first N: SST files are not shuffled by class.
-            g = torch.Generator().manual_seed(seed)
-            idx = torch.randperm(len(ds.train_texts), generator=g)[:limit].sort().values
-            ds.train_texts = [ds.train_texts[i] for i in idx.tolist()]
-            ds.train_labels = ds.train_labels[idx]
-        ds.test_texts, ds.test_labels = ds.test_texts[:limit], ds.test_labels[:limit]
-    return ds
+    """:func:`robustkit.data.load_dataset` for a text dataset (an image dataset's name is an error)."""
+    if not is_text_dataset(name):
+        raise ValueError(f"The 'name' parameter of load_text_dataset must be a text dataset "
+                         f"({', '.join(available_text_datasets())}). Got {name!r} instead.")
+    return load_dataset(name, data_dir=data_dir, limit=limit, seed=seed, **options)
 
 
 # -- reading files ------------------------------------------------------------------------------------

@@ -102,3 +102,9 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, nn.Module):
         return {"class": type(obj).__name__, "spec": jsonable(getattr(obj, "robustkit_spec", None))}
     return repr(obj)
+
+
+def gallery_kind(doc: dict) -> str:
+    """How a report shows an audit's example pairs: the modality adapter says ("images" or "sentences")."""
+    from ..modality import get_modality
+    return get_modality(doc.get("modality", "vision")).gallery_kind

@@ -14,10 +14,10 @@ import time
 
 import torch
 
-from .._validation import check_inputs, check_number
-from ..threat import ThreatModel
+from .._validation import check_number
+from ..modality import for_inputs
 from .certify import certify
-from .provenance import environment, sha256_tensors
+from .provenance import environment
 from .robustness import PRESETS, _check_eps_list, evaluate, noise_robustness, sweep_eps
 from .sanity import gradient_masking_checks, preflight, worst_status
 from ._common import check_preset
@@ -49,8 +49,9 @@ def _precision_recall(conf: list[list[int]]) -> list[dict]:
     return rows
 
 
-def _gallery(x: torch.Tensor, x_adv: torch.Tensor, res, count: int) -> list[dict]:
-    """Up to ``count`` examples, adversarially broken ones first (images as nested lists, 3 decimals)."""
+def _gallery(modality, x, x_adv, res, count: int) -> list[dict]:
+    """Up to ``count`` examples, adversarially broken ones first (images as nested lists with 3 decimals,
+    texts as strings with the changed word positions)."""
     broken = (res.clean_correct & ~res.robust).nonzero().squeeze(1).tolist()
     robust = res.robust.nonzero().squeeze(1).tolist()
     out = []
@@ -58,46 +59,58 @@ def _gallery(x: torch.Tensor, x_adv: torch.Tensor, res, count: int) -> list[dict
         out.append({"index": i, "label": int(res.y[i]), "pred_clean": int(res.pred_clean[i]),
                     "pred_adv": int(res.pred_adv[i]), "broken_by": res.broken_by[i],
                     "conf_clean": round(float(res.conf_clean[i]), 4), "conf_adv": round(float(res.conf_adv[i]), 4),
-                    "x": x[i].cpu().round(decimals=3).tolist(), "x_adv": x_adv[i].cpu().round(decimals=3).tolist()})
+                    **modality.example(x, x_adv, i)})
     return out
 
 
-def run_audit(model, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *, preset: str = "standard",
+def run_audit(model, x, y: torch.Tensor, threat, *, preset: str = "standard",
               seed: int = 0, seeds: int = 1, batch_size: int = 256, max_minutes: float | None = None,
               sweep: list[float] | None = None, sweep_preset: str = "quick", noise_sigmas: list[float] | None = None,
               certify_sigma: float | None = None, certify_n: int = 1000, certify_n0: int = 100,
-              certify_alpha: float = 0.001, certify_limit: int = 100, surrogate=None,
+              certify_alpha: float = 0.001, certify_limit: int = 100, surrogate=None, attacks=None,
               class_names: list[str] | None = None, checkpoint: dict | None = None, data: dict | None = None,
               gallery: int = 8, sanity: bool = True, progress: bool = False) -> dict:
-    """Run the whole audit and return its JSON document (see module docstring)."""
-    if not isinstance(threat, ThreatModel):
-        raise TypeError(f"The 'threat' parameter of run_audit must be a robustkit.ThreatModel. "
-                        f"Got {type(threat).__name__} instead.")
-    check_preset(preset, PRESETS, "run_audit")
-    check_preset(sweep_preset, PRESETS, "run_audit")
+    """Run the whole audit and return its JSON document (see module docstring).
+
+    Images and texts take the same path: ``x`` is an image tensor (``threat`` a ThreatModel) or a
+    list of sentences (``threat`` a SubstitutionThreat); the modality adapter does the rest. Noise
+    robustness and randomized-smoothing certification need continuous inputs (images).
+    """
+    modality = for_inputs(x)
+    if not hasattr(threat, "to_dict") or not hasattr(threat, "with_eps"):
+        raise TypeError(f"The 'threat' parameter of run_audit must be a robustkit.ThreatModel (or a "
+                        f"SubstitutionThreat for texts). Got {type(threat).__name__} instead.")
+    if attacks is None:
+        check_preset(preset, modality.presets, "run_audit")
+    check_preset(sweep_preset, modality.presets, "run_audit")
+    if not modality.continuous and (noise_sigmas or certify_sigma is not None):
+        raise ValueError(f"Gaussian-noise robustness and randomized-smoothing certification need continuous "
+                         f"inputs; a {modality.name} model takes neither --noise nor --certify-sigma.")
     sweep = None if sweep is None else _check_eps_list(sweep, "run_audit")
     noise_sigmas = None if noise_sigmas is None else _check_eps_list(noise_sigmas, "run_audit")
     if certify_sigma is not None:
         check_number(certify_sigma, "certify_sigma", owner="run_audit", low=0, low_inclusive=False)
     if max_minutes is not None:
         max_minutes = check_number(max_minutes, "max_minutes", owner="run_audit", low=0, low_inclusive=False)
-    check_inputs(x, y, owner="run_audit")
+    modality.check_inputs(x, y, None, "run_audit")
     y = y.long()
     t0 = time.perf_counter()
     left = (lambda: None) if max_minutes is None else (lambda: max_minutes - (time.perf_counter() - t0) / 60)
     cut: list[str] = []
 
-    checks = preflight(model, x, y, bounds=threat.bounds, batch_size=batch_size)
+    checks = preflight(model, x, y, bounds=getattr(threat, "bounds", None), batch_size=batch_size)
     bad_bounds = [c for c in checks if c["name"] == "inputs_in_bounds" and c["status"] == "fail"]
     if bad_bounds:
         raise PreflightError(bad_bounds[0]["message"])
     budget = None if left() is None else max(left(), 1e-12)  # an exhausted budget still runs (and cuts) the cascade
     res = evaluate(model, x, y, threat, preset, seed=seed, seeds=seeds, batch_size=batch_size, max_minutes=budget,
-                   surrogate=surrogate, progress=progress)
+                   surrogate=surrogate, attacks=attacks, progress=progress)
     cut += [f"evaluation: {c['attack']} (seed {c['seed']}) stopped after {c['attacked']} of {c['of']} samples"
             for c in res.cut]
-    doc: dict = {"format": AUDIT_FORMAT, "version": 1, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
-                 "threat": threat.to_dict(), "preset": preset, "seed": seed, "seeds": res.seeds,
+    doc: dict = {"format": AUDIT_FORMAT, "version": 2, "modality": modality.name,
+                 "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+                 "threat": threat.to_dict(), "threat_description": modality.describe_threat(threat),
+                 "preset": res.preset, "seed": seed, "seeds": res.seeds,
                  "class_names": class_names or [str(c) for c in range(res.num_classes)],
                  "evaluation": res.to_dict(), "preflight": checks}
 
@@ -117,7 +130,7 @@ def run_audit(model, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *, p
         model, x, y, threat, result=res, sweep=doc["sweep"], seed=seed, batch_size=batch_size))
     doc["noise"] = None if not noise_sigmas else stage("noise robustness", lambda r: noise_robustness(
         model, x, y, noise_sigmas, seed=seed, bounds=threat.bounds, batch_size=batch_size))
-    n_cert = min(int(certify_limit), x.shape[0])
+    n_cert = min(int(certify_limit), modality.size(x))
     doc["certification"] = None if certify_sigma is None else stage("certification", lambda r: certify(
         model, x[:n_cert], y[:n_cert], certify_sigma, n0=certify_n0, n=certify_n, alpha=certify_alpha, seed=seed,
         progress=progress))
@@ -128,15 +141,16 @@ def run_audit(model, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *, p
     doc["metrics"] = {"confusion_clean": conf_clean, "confusion_adversarial": conf_adv,
                       "precision_recall_clean": _precision_recall(conf_clean),
                       "precision_recall_adversarial": _precision_recall(conf_adv)}
-    doc["gallery"] = _gallery(x, res.x_adv, res, gallery)
+    doc["gallery"] = _gallery(modality, x, res.x_adv, res, gallery)
     all_checks = checks + (doc["sanity"] or [])
     doc["verdict"] = {"status": worst_status(all_checks),
                       "failed": [c["name"] for c in all_checks if c["status"] == "fail"],
                       "warned": [c["name"] for c in all_checks if c["status"] == "warn"],
                       "mode": res.mode}
     doc["cut"] = cut
-    doc["provenance"] = {**environment(x.device), "checkpoint": checkpoint, "data": {
-        **(data or {}), "n": int(x.shape[0]), "sha256": sha256_tensors(x, y)},
+    device = next((p.device for p in model.parameters()), None) if hasattr(model, "parameters") else None
+    doc["provenance"] = {**environment(device), "checkpoint": checkpoint, "data": {
+        **(data or {}), "n": modality.size(x), "sha256": modality.fingerprint(x, y)},
         "seeds": res.seeds, "batch_size": batch_size, "max_minutes": max_minutes,
         "wall_seconds": round(time.perf_counter() - t0, 3)}
     log.info("audit done in %.1fs: clean %.3f robust %.3f", doc["provenance"]["wall_seconds"],

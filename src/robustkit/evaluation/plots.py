@@ -9,6 +9,8 @@ matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ._common import gallery_kind  # noqa: E402
+
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
@@ -117,7 +119,7 @@ def all_plots(doc: dict) -> dict[str, bytes]:
                                              "Confusion matrix under attack")
     if "per_sample" in ev:
         out["confidence"] = confidence_hist(ev["per_sample"])
-    if doc.get("gallery"):
+    if doc.get("gallery") and gallery_kind(doc) == "images":  # sentences are shown as a table instead
         out["gallery"] = gallery(doc["gallery"], names)
     if doc.get("certification"):
         out["certification"] = certification_curve(doc["certification"])

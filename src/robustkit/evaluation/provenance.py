@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from ..modality.base import sha256_tensors  # noqa: F401 - re-exported (benchmarks use it)
+
 PACKAGES = ("robustkit", "torch", "numpy", "safetensors", "scipy", "matplotlib", "torchattacks")
 
 
@@ -36,16 +38,6 @@ def git_commit(start: str | os.PathLike | None = None) -> str | None:
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def sha256_tensors(*tensors: torch.Tensor) -> str:
-    """Hash of the exact evaluated data (dtype, shape and bytes of each tensor)."""
-    h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
 
 
 def device_info(device: torch.device | str | None = None) -> dict:

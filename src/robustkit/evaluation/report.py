@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from ..checkpoint import atomic_write_bytes, atomic_write_text
+from ._common import gallery_kind
 from .audit import AUDIT_FORMAT
 
 _TITLES = {"eps_curve": "Robust accuracy vs eps", "precision_recall": "Per-class precision and recall",
@@ -43,19 +44,28 @@ def _short_params(p: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in p.items() if k not in skip and not isinstance(v, dict))
 
 
+def _threat_text(doc: dict) -> str:
+    th = doc["threat"]
+    return doc.get("threat_description") or f"{th['norm']}, eps={th['eps']:.6g}, bounds={th['bounds']}"
+
+
 def _tables(doc: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) for every table of the report; Markdown and HTML share them."""
     ev, names = doc["evaluation"], doc["class_names"]
-    th = doc["threat"]
     tables = [("Headline", ["clean accuracy", "robust accuracy", "threat model", "preset", "mode", "n"],
-               [[_pct(ev["clean_accuracy"]), _pct(ev["robust_accuracy"]),
-                 f"{th['norm']}, eps={th['eps']:.6g}, bounds={th['bounds']}", ev["preset"], ev["mode"],
-                 str(ev["n"])]])]
+               [[_pct(ev["clean_accuracy"]), _pct(ev["robust_accuracy"]), _threat_text(doc), ev["preset"],
+                 ev["mode"], str(ev["n"])]])]
     tables.append(("Attack ensemble (each attack runs only on samples still robust)",
                    ["attack", "kind", "parameters", "seed", "attacked", "broken", "robust after", "seconds", "status"],
                    [[a["name"], a["kind"], _short_params(a["params"]), str(a["seed"]), str(a["n_attacked"]),
                      str(a["n_broken"]), str(a.get("robust_after", "")), f"{a['seconds']:.1f}", a["status"]]
                     for a in ev["attacks"]]))
+    details = [(a["name"], a["seed"], a["details"]) for a in ev["attacks"] if a.get("details")]
+    if details:
+        keys = list(details[0][2])
+        tables.append(("Attack details", ["attack", "seed"] + [k.replace("_", " ") for k in keys],
+                       [[n, str(s)] + [_f(d.get(k)) if isinstance(d.get(k), float) else str(d.get(k)) for k in keys]
+                        for n, s, d in details]))
     sp = ev["seed_spread"]
     if len(sp["robust_accuracy_per_seed"]) > 1:
         tables.append(("Seeds", ["seeds", "per seed", "worst case (per sample)", "spread (max-min)"],
@@ -85,6 +95,11 @@ def _tables(doc: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                        f"{c['num_samples']} samples; abstain rate {_pct(c['abstain_rate'])}; smoothed accuracy "
                        f"{_pct(c['smoothed_accuracy'])})", ["L2 radius", "certified accuracy"],
                        [[f"{r:.4g}", _pct(a)] for r, a in zip(c["radii"], c["certified_accuracy"])]))
+    if doc.get("gallery") and gallery_kind(doc) == "sentences":
+        tables.append(("Adversarial examples", ["label", "original", "adversarial (changed words in *)", "prediction",
+                                                "broken by"],
+                       [[names[g["label"]], g["x"], _mark(g), f"{names[g['pred_clean']]} -> {names[g['pred_adv']]}",
+                         str(g["broken_by"])] for g in doc["gallery"]]))
     p = doc["provenance"]
     vers = ", ".join(f"{k} {v}" for k, v in p["versions"].items() if v)
     ck = p.get("checkpoint") or {}
@@ -96,6 +111,14 @@ def _tables(doc: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         ["wall time", f"{p['wall_seconds']:.1f} s"], ["created", doc["created"]],
         ["command", " ".join(p.get("argv") or [])]]))
     return tables
+
+
+def _mark(g: dict) -> str:
+    words = g["x_adv"].split()
+    for k in g.get("changed", []):
+        if k < len(words):
+            words[k] = f"*{words[k]}*"
+    return " ".join(words)
 
 
 def _f(v) -> str:

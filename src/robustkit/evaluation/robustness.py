@@ -22,24 +22,15 @@ from tqdm.auto import tqdm
 
 from .. import attacks as attack_registry
 from .._validation import check_inputs, check_number
+from ..modality import Modality, for_inputs, get_modality
 from ..threat import ThreatModel
 from ._common import batched_logits, check_preset, eval_mode, gradient_health, jsonable
 from .stats import accuracy_with_ci
 
 log = logging.getLogger(__name__)
 
-#: Named ensembles: (attack name, parameters). Later attacks run only on samples still robust.
-PRESETS: dict[str, list[tuple[str, dict]]] = {
-    "quick": [("pgd", {"steps": 20})],
-    "standard": [("apgd-ce", {"steps": 100}),
-                 ("apgd-dlr", {"steps": 100, "targeted": True, "n_target_classes": 9}),
-                 ("square", {"n_queries": 5000})],
-    "thorough": [("apgd-ce", {"steps": 100, "restarts": 5}),
-                 ("apgd-dlr", {"steps": 100, "restarts": 5}),
-                 ("apgd-dlr", {"steps": 100, "targeted": True, "n_target_classes": 9, "restarts": 3}),
-                 ("square", {"n_queries": 10000, "restarts": 2})],
-}
-BLACK_BOX = frozenset({"square", "transfer", "noise"})
+#: The image presets (each modality has its own under the same names: ``modality.presets``).
+PRESETS: dict[str, list[tuple[str, dict]]] = get_modality("vision").presets
 
 
 @dataclass
@@ -64,7 +55,8 @@ class RobustnessResult:
     notes: list = field(default_factory=list)
     cut: list = field(default_factory=list)
     seconds: float = 0.0
-    x_adv: torch.Tensor | None = None
+    x_adv: object = None
+    modality: str = "vision"
 
     @property
     def n(self) -> int:
@@ -91,7 +83,8 @@ class RobustnessResult:
     def to_dict(self, per_sample: bool = True) -> dict:
         n = self.n
         out = {
-            "threat": self.threat.to_dict(), "preset": self.preset, "mode": self.mode, "n": n,
+            "modality": self.modality, "threat": self.threat.to_dict(), "preset": self.preset, "mode": self.mode,
+            "n": n,
             "clean_accuracy": accuracy_with_ci(int(self.clean_correct.sum()), n),
             "robust_accuracy": accuracy_with_ci(int(self.robust.sum()), n),
             "per_class": self.per_class(), "attacks": jsonable(self.attacks), "seeds": self.seeds,
@@ -113,9 +106,11 @@ def _spread(values: list[float]) -> dict:
             "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
 
 
-def resolve_ensemble(preset: str, num_classes: int, surrogate=None, attacks=None) -> list[tuple[str, dict]]:
+def resolve_ensemble(preset: str, num_classes: int, surrogate=None, attacks=None,
+                     modality: Modality | None = None) -> list[tuple[str, dict]]:
     """The (name, params) list a preset runs for a model with ``num_classes`` outputs."""
-    specs = [(n, dict(p)) for n, p in (attacks if attacks is not None else PRESETS[preset])]
+    presets = (modality or get_modality("vision")).presets
+    specs = [(n, dict(p)) for n, p in (attacks if attacks is not None else presets[preset])]
     for name, params in specs:
         if "n_target_classes" in params:
             params["n_target_classes"] = max(1, min(params["n_target_classes"], num_classes - 1))
@@ -124,16 +119,23 @@ def resolve_ensemble(preset: str, num_classes: int, surrogate=None, attacks=None
     return specs
 
 
-def evaluate(model, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, preset: str = "quick", *,
+def _kind(name: str) -> str:
+    return attack_registry.get_class(name).kind
+
+
+def evaluate(model, x, y: torch.Tensor, threat, preset: str = "quick", *,
              seed: int = 0, batch_size: int = 256, max_minutes: float | None = None, seeds: int = 1,
              attacks: list[tuple[str, dict]] | None = None, surrogate=None, progress: bool = False,
              ) -> RobustnessResult:
     """Worst-case accuracy of ``model`` on (x, y) under ``threat``, per sample, over a preset ensemble.
 
     Args:
-      model: logits model taking inputs in the threat's bounds (normalization inside the model).
-      x, y: (N, ...) inputs and (N,) labels.
-      preset: "quick" (PGD-20), "standard" (APGD-CE, APGD-T, Square-5000) or "thorough".
+      model: logits model. Images: inputs in the threat's bounds (normalization inside the model);
+        texts: a robustkit text classifier, ``x`` a list of sentences.
+      x, y: (N, ...) inputs (or N sentences) and (N,) labels.
+      threat: a ThreatModel (images) or a SubstitutionThreat (texts).
+      preset: "quick", "standard" or "thorough" — the modality's ensemble of that name (images:
+        PGD-20 / APGD-CE, APGD-T, Square-5000 / more restarts; texts: word / word + char / more candidates).
       seed: base seed of every randomized attack; ``seeds`` > 1 repeats the cascade with seeds
         seed, seed+1, ... and reports the per-sample worst case plus the spread across seeds.
       max_minutes: time budget; attacks (or batches) not reached are listed in ``result.cut``.
@@ -143,11 +145,12 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, prese
     Models without usable input gradients (quantized, detached, non-differentiable) are audited with
     the black-box attacks only (Square is added if the ensemble has none) and ``result.mode`` says so.
     """
-    if not isinstance(threat, ThreatModel):
-        raise TypeError(f"The 'threat' parameter of evaluate must be a robustkit.ThreatModel. "
-                        f"Got {type(threat).__name__} instead.")
-    preset = "custom" if attacks is not None else check_preset(preset, PRESETS, "evaluate")
-    check_inputs(x, y, bounds=threat.bounds, owner="evaluate")
+    modality = for_inputs(x)
+    if not hasattr(threat, "to_dict") or not hasattr(threat, "with_eps"):
+        raise TypeError(f"The 'threat' parameter of evaluate must be a robustkit.ThreatModel (or a "
+                        f"SubstitutionThreat for texts). Got {type(threat).__name__} instead.")
+    preset = "custom" if attacks is not None else check_preset(preset, modality.presets, "evaluate")
+    modality.check_inputs(x, y, threat, "evaluate")
     seed = check_number(seed, "seed", owner="evaluate", low=0, integer=True)
     seeds = check_number(seeds, "seeds", owner="evaluate", low=1, integer=True)
     batch_size = check_number(batch_size, "batch_size", owner="evaluate", low=1, integer=True)
@@ -157,79 +160,119 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, prese
     start = time.perf_counter()
     deadline = None if max_minutes is None else start + 60.0 * max_minutes
     with eval_mode(model):
-        logits = batched_logits(model, x, batch_size)
+        logits = modality.logits(model, x, batch_size)
         num_classes = int(logits.shape[1])
+        check_labels_fit(y, num_classes)
         probs = logits.softmax(1)
         pred_clean, conf_clean = logits.argmax(1), probs.max(1).values
-        clean_correct = pred_clean == y
-        specs = resolve_ensemble(preset, num_classes, surrogate, attacks)
+        clean_correct = pred_clean == y.cpu()
+        specs = resolve_ensemble(preset, num_classes, surrogate, attacks, modality)
         notes = []
-        kinds = {"black-box" if n in BLACK_BOX else "white-box" for n, _ in specs}
-        mode = " + ".join(sorted(kinds, reverse=True))
-        health = gradient_health(model, x[: min(64, x.shape[0])], y[: min(64, x.shape[0])], batch_size)
-        if not health["differentiable"] or health["zero_share"] + health["nonfinite_share"] >= 0.5:
-            mode = "black-box only"
-            notes.append(f"Input gradients are unusable (differentiable={health['differentiable']}, zero on "
-                         f"{health['zero_share']:.0%}, non-finite on {health['nonfinite_share']:.0%} of samples): "
-                         "white-box attacks are skipped and the model is audited with black-box/transfer attacks.")
-            if not any(n in BLACK_BOX - {"noise"} for n, _ in specs):
-                specs.append(("square", {"n_queries": 5000}))
-        robust_all = clean_correct.clone()
-        x_adv = x.detach().clone()
-        broken_by: list = [None if c else "clean" for c in clean_correct.tolist()]
-        records, per_seed, cut = [], [], []
+        mode = " + ".join(sorted({_kind(n) for n, _ in specs}, reverse=True))
+        if modality.continuous:
+            k = min(64, x.shape[0])
+            health = gradient_health(model, x[:k], y[:k], batch_size)
+            if not health["differentiable"] or health["zero_share"] + health["nonfinite_share"] >= 0.5:
+                mode = "black-box only"
+                notes.append(f"Input gradients are unusable (differentiable={health['differentiable']}, zero on "
+                             f"{health['zero_share']:.0%}, non-finite on {health['nonfinite_share']:.0%} of samples): "
+                             "white-box attacks are skipped and the model is audited with black-box/transfer attacks.")
+                if not any(_kind(n) == "black-box" and n != "noise" for n, _ in specs):
+                    specs.append(("square", {"n_queries": 5000}))
+        state = CascadeState(modality=modality, model=model, x=x, y=y, threat=threat, batch_size=batch_size,
+                             mode=mode, deadline=deadline, progress=progress, robust_all=clean_correct.clone(),
+                             x_adv=modality.copy(x), broken_by=[None if c else "clean" for c in clean_correct.tolist()])
+        records, per_seed = [], []
         for k in range(seeds):
-            robust_k, recs = _cascade(model, x, y, threat, specs, seed + k, batch_size, clean_correct, x_adv,
-                                      broken_by, robust_all, mode, deadline, cut, progress)
+            robust_k, recs = _cascade(state, specs, seed + k, clean_correct)
             per_seed.append(float(robust_k.float().mean()))
-            robust_all &= robust_k
+            state.robust_all &= robust_k
             records.extend(recs)
-        adv_logits = batched_logits(model, x_adv, batch_size)
+        adv_logits = modality.logits(model, state.x_adv, batch_size)
     adv_probs = adv_logits.softmax(1)
-    if cut:
+    if state.cut:
         notes.append("The time budget cut part of the ensemble: the robust accuracy is an upper bound.")
-    return RobustnessResult(threat=threat, preset=preset, clean_correct=clean_correct, robust=robust_all,
-                            broken_by=broken_by, pred_clean=pred_clean, pred_adv=adv_logits.argmax(1),
-                            conf_clean=conf_clean, conf_adv=adv_probs.max(1).values, y=y, num_classes=num_classes,
-                            attacks=records, seeds=[seed + k for k in range(seeds)], per_seed_robust=per_seed,
-                            mode=mode, notes=notes, cut=cut, seconds=time.perf_counter() - start, x_adv=x_adv)
+    return RobustnessResult(threat=threat, preset=preset, clean_correct=clean_correct, robust=state.robust_all,
+                            broken_by=state.broken_by, pred_clean=pred_clean, pred_adv=adv_logits.argmax(1),
+                            conf_clean=conf_clean, conf_adv=adv_probs.max(1).values, y=y.cpu(),
+                            num_classes=num_classes, attacks=records, seeds=[seed + k for k in range(seeds)],
+                            per_seed_robust=per_seed, mode=mode, notes=notes, cut=state.cut,
+                            seconds=time.perf_counter() - start, x_adv=state.x_adv, modality=modality.name)
 
 
-def _cascade(model, x, y, threat, specs, seed, batch_size, clean_correct, x_adv, broken_by, robust_all, mode,
-             deadline, cut, progress):
-    """One pass of the ensemble with one seed. Updates x_adv/broken_by for newly broken samples."""
+def check_labels_fit(y: torch.Tensor, num_classes: int) -> None:
+    """Labels outside the model's outputs are a user error, not "unusable gradients"."""
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"The 'y' parameter of evaluate must hold class indices in [0, {num_classes - 1}] (the "
+                         f"model outputs {num_classes} logits). Got values in [{int(y.min())}, {int(y.max())}] "
+                         "instead.")
+
+
+@dataclass
+class CascadeState:
+    """What the cascade carries across attacks and seeds: the per-sample worst case so far."""
+
+    modality: Modality
+    model: object
+    x: object
+    y: torch.Tensor
+    threat: object
+    batch_size: int
+    mode: str
+    deadline: float | None
+    progress: bool
+    robust_all: torch.Tensor          # (N,) robust against every attack of every seed so far
+    x_adv: object                     # per sample: the example that broke it, else the last failed candidate
+    broken_by: list                   # per sample: "clean", the first attack that broke it, or None
+    cut: list = field(default_factory=list)
+
+    def record(self, idx: torch.Tensor, x_cand, broken: torch.Tensor, name: str) -> None:
+        """Keep the candidates of samples ``idx``; the first attack that breaks a sample names it."""
+        fresh = self.robust_all[idx]
+        newly, keep = broken & fresh, ~broken & fresh
+        m = self.modality
+        if bool(newly.any()):
+            m.put(self.x_adv, idx[newly], m.take(x_cand, newly.nonzero().squeeze(1)))
+            for s in idx[newly].tolist():
+                self.broken_by[s] = name
+        if bool(keep.any()):  # the last (failed) candidate, for the confidence plots
+            m.put(self.x_adv, idx[keep], m.take(x_cand, keep.nonzero().squeeze(1)))
+
+
+def _cascade(state: CascadeState, specs, seed, clean_correct):
+    """One pass of the ensemble with one seed: each attack only on the samples still robust in this pass."""
+    m = state.modality
     robust = clean_correct.clone()
     records = []
     for name, params in specs:
-        attack = attack_registry.create(name, threat, seed=seed, **params)
-        rec = {"name": name, "kind": "black-box" if name in BLACK_BOX else "white-box",
-               "params": attack.params(), "seed": seed, "n_attacked": 0, "n_broken": 0, "seconds": 0.0,
-               "status": "ran"}
+        attack = attack_registry.create(name, state.threat, seed=seed, **params)
+        rec = {"name": name, "kind": _kind(name), "params": attack.params(), "seed": seed, "n_attacked": 0,
+               "n_broken": 0, "seconds": 0.0, "status": "ran"}
         records.append(rec)
-        if mode == "black-box only" and name not in BLACK_BOX:
+        if state.mode == "black-box only" and rec["kind"] == "white-box":
             rec["status"] = "skipped: input gradients unusable"
             continue
         idx = robust.nonzero().squeeze(1)
         t0 = time.perf_counter()
-        chunks = list(range(0, idx.numel(), batch_size))
-        for j, i in enumerate(tqdm(chunks, desc=f"{name} (seed {seed})", disable=not progress, leave=False)):
-            if deadline is not None and time.perf_counter() > deadline:
+        details = []
+        chunks = list(range(0, idx.numel(), state.batch_size))
+        for i in tqdm(chunks, desc=f"{name} (seed {seed})", disable=not state.progress, leave=False):
+            if state.deadline is not None and time.perf_counter() > state.deadline:
                 rec["status"] = f"cut by the time budget after {rec['n_attacked']} of {idx.numel()} samples"
-                cut.append({"attack": name, "seed": seed, "attacked": rec["n_attacked"], "of": int(idx.numel())})
+                state.cut.append({"attack": name, "seed": seed, "attacked": rec["n_attacked"], "of": int(idx.numel())})
                 break
-            b = idx[i:i + batch_size]
-            xa = attack(model, x[b], y[b])
-            with torch.no_grad():
-                ok = model(xa).argmax(1) != y[b]  # verified here, whatever the attack claims
+            b = idx[i:i + state.batch_size]
+            yb = state.y[b.to(state.y.device)]
+            xa = attack(state.model, m.take(state.x, b), yb)
+            details += getattr(attack, "last_results", None) or []
+            # verified here, whatever the attack claims
+            ok = m.logits(state.model, xa, state.batch_size).argmax(1) != yb.cpu()
             rec["n_attacked"] += int(b.numel())
             rec["n_broken"] += int(ok.sum())
             robust[b[ok]] = False
-            newly = b[ok & robust_all[b]]
-            x_adv[newly] = xa[ok & robust_all[b]]
-            for s in newly.tolist():
-                broken_by[s] = name
-            keep = b[~ok & robust_all[b]]
-            x_adv[keep] = xa[~ok & robust_all[b]]  # the last (failed) candidate, for confidence plots
+            state.record(b, xa, ok, name)
+        if details and hasattr(attack, "summarize"):
+            rec["details"] = attack.summarize(details)
         rec["seconds"] = round(time.perf_counter() - t0, 3)
         rec["robust_after"] = int(robust.sum())
         log.info("%s (seed %d): broke %d of %d in %.1fs", name, seed, rec["n_broken"], rec["n_attacked"],
@@ -261,10 +304,11 @@ def sweep_eps(model, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, eps:
     Example: ``sweep_eps(model, x, y, ThreatModel("linf", 0.1), [0, 0.05, 0.1, 0.2])``
     """
     eps = _check_eps_list(eps, "sweep_eps")
-    check_preset(preset, PRESETS, "sweep_eps")
-    if not isinstance(threat, ThreatModel):
-        raise TypeError(f"The 'threat' parameter of sweep_eps must be a robustkit.ThreatModel. "
-                        f"Got {type(threat).__name__} instead.")
+    modality = for_inputs(x)
+    check_preset(preset, modality.presets, "sweep_eps")
+    if not hasattr(threat, "with_eps"):
+        raise TypeError(f"The 'threat' parameter of sweep_eps must be a robustkit.ThreatModel (or a "
+                        f"SubstitutionThreat for texts). Got {type(threat).__name__} instead.")
     t0 = time.perf_counter()
     rows, cut, done = [], [], []
     for e in sorted(eps):
@@ -274,7 +318,7 @@ def sweep_eps(model, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, eps:
             continue
         if e == 0:
             with eval_mode(model):
-                correct = batched_logits(model, x, batch_size).argmax(1) == y
+                correct = modality.logits(model, x, batch_size).argmax(1) == y.cpu()
             rows.append(accuracy_with_ci(int(correct.sum()), int(y.numel())))
             done.append(e)
             continue
@@ -283,7 +327,7 @@ def sweep_eps(model, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, eps:
         rows.append(res.to_dict(per_sample=False)["robust_accuracy"])
         done.append(e)
         cut.extend([e] if res.cut else [])
-    return {"eps": done, "robust_accuracy": rows, "preset": preset, "norm": threat.norm, "seed": seed,
+    return {"eps": done, "robust_accuracy": rows, "preset": preset, "norm": threat.to_dict()["norm"], "seed": seed,
             "cut": cut, "seconds": round(time.perf_counter() - t0, 3)}
 
 
@@ -306,3 +350,25 @@ def noise_robustness(model, x: torch.Tensor, y: torch.Tensor, sigmas: list[float
             correct = batched_logits(model, xn, batch_size).argmax(1) == y
             rows.append(accuracy_with_ci(int(correct.sum()), int(y.numel())))
     return {"sigma": sigmas, "accuracy": rows, "seed": seed}
+
+
+def attack_dataset(model, x, y: torch.Tensor, attack, *, batch_size: int = 500, progress: bool = False,
+                   details: list | None = None) -> tuple[object, torch.Tensor, torch.Tensor]:
+    """Run one attack over a dataset in batches: (x_adv, clean predictions, adversarial predictions),
+    predictions on the CPU. Works for image tensors and lists of sentences alike. ``details``, when
+    given, collects the per-example records of attacks that keep them (``attack.last_results``)."""
+    modality = for_inputs(x)
+    batch_size = check_number(batch_size, "batch_size", owner="attack_dataset", low=1, integer=True)
+    n = modality.size(x)
+    x_adv, pc, pa = modality.copy(x), [], []
+    with eval_mode(model):
+        for i in tqdm(range(0, n, batch_size), desc=attack.name, disable=not progress, leave=False):
+            idx = torch.arange(i, min(i + batch_size, n))
+            xb, yb = modality.take(x, idx), y[idx.to(y.device)]
+            xa = attack(model, xb, yb)
+            if details is not None:
+                details += getattr(attack, "last_results", None) or []
+            modality.put(x_adv, idx, xa)
+            pc.append(modality.logits(model, xb, batch_size).argmax(1))
+            pa.append(modality.logits(model, xa, batch_size).argmax(1))
+    return x_adv, torch.cat(pc), torch.cat(pa)

@@ -1,6 +1,7 @@
 """``train(config)``: build data, model, objective and validator from a TrainConfig and run the Trainer.
 
-Works unchanged under ``torchrun --nproc_per_node N`` (DistributedDataParallel; gloo on CPU,
+One path for images and texts: the dataset's modality adapter loads the data, builds the model,
+says what the training threat model is and batches the inputs. Works unchanged under ``torchrun --nproc_per_node N`` (DistributedDataParallel; gloo on CPU,
 nccl on GPU): each rank trains on a disjoint stride of every epoch's permutation and rank 0 writes
 the run folder.
 """
@@ -15,14 +16,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..checkpoint import CheckpointError, load_model, save_model
+from ..checkpoint import CheckpointError, atomic_write_text, load_model, save_model
 from ..config import TrainConfig
-from ..data import load_dataset
-from ..models import model_for_dataset
-from ..threat import ThreatModel
-from .objectives import create_objective
-from .trainer import Trainer, TrainResult, progress_default, tensor_batches, vision_validator
-from ..checkpoint import atomic_write_text
+from ..modality import for_checkpoint, for_dataset
+from .objectives import create_objective, get_objective_class
+from .trainer import Trainer, TrainResult, progress_default
+from .validation import validator
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +50,7 @@ def run_dir_for(cfg: TrainConfig) -> Path:
 
 def check_model_fits_data(model_spec: dict, data_spec: dict, source: str) -> None:
     """A model whose input channels or classes differ from the data's is an error before training."""
-    shape, classes = list(model_spec.get("input_shape", [])), model_spec.get("num_classes")
-    if shape and shape[0] != data_spec["input_shape"][0]:
-        raise ValueError(f"{source} expects {shape[0]} input channel(s) but dataset {data_spec['name']!r} has "
-                         f"{data_spec['input_shape'][0]}.")
-    if classes is not None and classes != data_spec["num_classes"]:
-        raise ValueError(f"{source} has {classes} output classes but dataset {data_spec['name']!r} has "
-                         f"{data_spec['num_classes']}.")
+    for_checkpoint({"data": data_spec, "model": model_spec}).check_model_fits(model_spec, data_spec, source)
 
 
 def open_run(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> tuple[TrainConfig, Path]:
@@ -117,38 +110,47 @@ def start_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = None,
           overwrite: bool = False) -> TrainResult:
-    """Train (or resume) a vision model as the config says; returns the history and the best epoch."""
+    """Train (or resume) a model as the config says; returns the history and the best epoch."""
     cfg, run_dir = open_run(cfg, resume=resume, overwrite=overwrite)
+    modality = for_dataset(cfg.data)
+    objective_cls = get_objective_class(cfg.method)
+    if modality.name not in objective_cls.modalities:
+        raise ValueError(f"The 'method' parameter of TrainConfig must be a training method for {modality.name} "
+                         f"data ({cfg.data!r}); {cfg.method!r} trains {', '.join(objective_cls.modalities)} models. "
+                         f"Methods for {modality.name}: {', '.join(_methods_for(modality.name))}.")
+    model_kw, data_kw = modality.data_options(cfg.model_args)
     device = resolve_device(cfg.device)
     rank, world = _distributed(device)
     # Everything that needs the data and the model is checked before the first step.
-    ds = load_dataset(cfg.data, data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed)
-    train_ds, x_val, y_val = ds.split_validation(cfg.val_size, seed=cfg.seed)
-    objective = create_objective(cfg.method, ThreatModel(cfg.norm, cfg.eps, ds.bounds) if cfg.method != "standard"
-                                 or cfg.eps > 0 else None, seed=cfg.seed, **cfg.method_args)
-    eval_threat = ThreatModel(cfg.norm, cfg.eps, ds.bounds) if cfg.eps > 0 else None
+    ds = modality.load(cfg.data, data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed, **data_kw)
+    x_train, y_train, x_val, y_val = modality.training_split(ds, cfg)
+    threat = modality.training_threat(cfg.norm, cfg.eps, ds)
+    objective = create_objective(cfg.method, threat, seed=cfg.seed, **cfg.method_args)
     with torch.random.fork_rng(devices=[]):
         # The run's seed governs weight init and dropout without touching the caller's global RNG.
         torch.manual_seed(cfg.seed)
-        model = model_for_dataset(cfg.model, ds, **cfg.model_args)
+        model = modality.build_model(cfg, ds, model_kw)
         if cfg.init_from:
             load_init(model, cfg, data_spec=ds.spec())
         model, ddp = place_model(model, cfg, device, world)
         if rank == 0:
             start_run_dir(run_dir, cfg, resume)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        params_doc = {"trainable_parameters": trainable, "total_parameters": sum(p.numel() for p in model.parameters())}
         log.info("config: %s", cfg.to_dict())
-        n_eval = min(cfg.eval_size, x_val.shape[0])
-        validate = vision_validator(x_val[:n_eval].to(device), y_val[:n_eval].to(device), eval_threat,
-                                    steps=cfg.eval_steps, batch_size=cfg.eval_batch_size,
-                                    with_fgsm=cfg.method in ("fgsm", "fast") and cfg.co_guard != "off",
-                                    seed=cfg.seed)
-        batches = tensor_batches(train_ds.x_train, train_ds.y_train, cfg.batch_size, cfg.seed, rank=rank, world=world)
+        log.info("model %s: %d of %d parameters trainable", cfg.model, trainable, params_doc["total_parameters"])
+        n_eval = min(cfg.eval_size, modality.size(x_val))
+        validate = validator(modality, modality.to_device(modality.take(x_val, torch.arange(n_eval)), device),
+                             y_val[:n_eval].to(device), threat, steps=cfg.eval_steps, batch_size=cfg.eval_batch_size,
+                             with_fgsm=objective_cls.single_step and cfg.co_guard != "off", seed=cfg.seed)
+        batches = modality.training_batches(x_train, y_train, model, cfg, rank=rank, world=world,
+                                            with_raw=objective_cls.needs_raw_inputs)
         method_doc = {"name": cfg.method, "args": cfg.method_args, "objective": objective.params()}
 
         def save_fn(path: Path, m: nn.Module, metrics: dict) -> None:
-            save_model(path, m, data=ds.spec(), threat=eval_threat.to_dict() if eval_threat else None,
-                       method=method_doc, extra={"metrics": metrics, "config": cfg.to_dict(),
-                                                 "saved": datetime.datetime.now(datetime.timezone.utc).isoformat()})
+            save_model(path, m, data=ds.spec(), threat=threat.to_dict() if threat else None, method=method_doc,
+                       extra={"metrics": metrics, "config": cfg.to_dict(), **params_doc,
+                              "saved": datetime.datetime.now(datetime.timezone.utc).isoformat()})
 
         trainer = Trainer(cfg, model, objective, batches, validate, save_fn, run_dir, device=device,
                           progress=progress_default() if progress is None else progress, is_main=rank == 0,
@@ -156,6 +158,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         if resume:
             trainer.restore()
         result = trainer.fit()
+        result.extra.update(params_doc)
     if world > 1:
         dist.barrier()
     return result
+
+
+def _methods_for(modality: str) -> list[str]:
+    from .objectives import available_objectives
+    return [m for m in available_objectives() if modality in get_objective_class(m).modalities]

@@ -23,10 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import attacks
-from ..checkpoint import atomic_write_text, load_model, save_model, _unwrap
+from ..checkpoint import atomic_write_text, _unwrap
 from ..config import TrainConfig
 from ..threat import ThreatModel
-from .objectives import Objective, create_objective
+from .callbacks import Callback, CatastrophicOverfittingGuard
+from .objectives import Objective
 from .schedules import lr_multiplier
 from .state import load_state, save_state, unflatten_optimizer
 
@@ -100,15 +101,28 @@ def vision_validator(x_val: torch.Tensor, y_val: torch.Tensor, threat: ThreatMod
 
 
 # -- the loop -----------------------------------------------------------------------------------
+def default_callbacks(cfg: TrainConfig, objective: Objective) -> list[Callback]:
+    """The catastrophic-overfitting guard for single-step objectives (unless ``co_guard="off"``)."""
+    if objective.single_step and cfg.co_guard != "off":
+        return [CatastrophicOverfittingGuard(cfg.co_guard, co_drop=cfg.co_drop, co_gap=cfg.co_gap)]
+    return []
+
+
 class Trainer:
     """One loop for every objective. ``batches(epoch)`` yields (x, y); ``validate(model)`` returns a
-    dict of validation metrics; ``save_model_fn(path, model, metrics)`` writes a model checkpoint."""
+    dict of validation metrics; ``save_model_fn(path, model, metrics)`` writes a model checkpoint.
+
+    The loop knows no method by name: it calls the objective's ``before_step``/``after_step`` hooks
+    around each batch (order in :class:`~robustkit.training.objectives.Objective`) and reads its
+    declared attributes. ``callbacks`` default to :func:`default_callbacks`.
+    """
 
     def __init__(self, cfg: TrainConfig, model: nn.Module, objective: Objective, batches: Batches,
                  validate: Callable[[nn.Module], dict], save_model_fn: Callable[[Path, nn.Module, dict], None],
                  run_dir: Path, *, device: torch.device, progress: bool = False, is_main: bool = True,
-                 ddp_model: nn.Module | None = None):
+                 ddp_model: nn.Module | None = None, callbacks: list[Callback] | None = None):
         self.cfg, self.model, self.objective = cfg, model, objective
+        self.callbacks = default_callbacks(cfg, objective) if callbacks is None else list(callbacks)
         self.train_model = ddp_model or model
         self.batches, self.validate, self.save_model_fn = batches, validate, save_model_fn
         self.run_dir, self.device, self.progress, self.is_main = run_dir, device, progress, is_main
@@ -196,17 +210,16 @@ class Trainer:
                                                      for k, v in row.items() if k != "epoch"))
             key = self._best_key(val)
             improved = self.best is None or val.get(key, -1) > self.best.get(key, -1)
-            co = self._catastrophic(val)
-            if co:
-                row["catastrophic_overfitting"] = True
-            if improved and not co:
+            # A list, not a generator: every callback sees the row even after one has vetoed it.
+            eligible = all([cb.on_validation_end(self, epoch, row) for cb in self.callbacks])
+            if improved and eligible:
                 self.best = dict(row)
             if self.is_main:
-                self._save_epoch(epoch, row, improved and not co)
-            if co:
-                stopped = self._handle_co(epoch, val)
-                if stopped:
-                    break
+                self._save_epoch(epoch, row, improved and eligible)
+            messages = [m for m in (cb.on_epoch_end(self, epoch, row) for cb in self.callbacks) if m]
+            if messages:
+                stopped = messages[0]
+                break
         if self.tb is not None:
             self.tb.close()
         return TrainResult(self.run_dir, self.history, self.best, stopped)
@@ -214,7 +227,7 @@ class Trainer:
     def _best_key(self, val: dict) -> str:
         by = self.cfg.select_best_by
         if by == "auto":
-            by = "robust" if ("val_robust_acc" in val and self.cfg.method != "standard") else "clean"
+            by = self.objective.select_best_by
         return "val_robust_acc" if by == "robust" and "val_robust_acc" in val else "val_clean_acc"
 
     def _train_epoch(self, epoch: int) -> dict:
@@ -228,13 +241,19 @@ class Trainer:
         for i, (x, y) in enumerate(self.batches(epoch)):
             x, y = _to(x, self.device), y.to(self.device)
             eps = self.eps_at(epoch, i)
-            with self._autocast():
-                loss, stats = self.objective(model, x, y, eps=eps)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch + 1}, batch {i + 1}; "
-                                         "lower the learning rate or enable grad_clip")
-            scaled = loss / cfg.accumulate
-            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            try:
+                # The hooks share the loss's autocast context: AWP's extra passes must match its precision.
+                with self._autocast():
+                    self.objective.before_step(self.model, x, y, eps=eps)
+                    loss, stats = self.objective(model, x, y, eps=eps)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch + 1}, "
+                                             f"batch {i + 1}; lower the learning rate or enable grad_clip")
+                scaled = loss / cfg.accumulate
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            finally:
+                # Before any optimizer step, and even on failure: weights moved by before_step go back.
+                self.objective.after_step(self.model)
             if (i + 1) % cfg.accumulate == 0 or (n_batches is not None and i + 1 == n_batches):
                 self._optimizer_step()
             bs = y.shape[0]
@@ -266,46 +285,6 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-
-    # -- catastrophic overfitting -----------------------------------------------------------------
-    def _catastrophic(self, val: dict) -> bool:
-        """Catastrophic overfitting (Wong et al. 2020): PGD validation accuracy lost at least ``co_drop``
-        of its best value (relative) while FGSM accuracy stays ``co_gap`` above it — the single-step
-        attack no longer finds the adversarial examples the multi-step one does."""
-        if self.cfg.co_guard == "off" or "val_fgsm_acc" not in val or "val_robust_acc" not in val:
-            return False
-        best_rob = (self.best or {}).get("val_robust_acc", 0.0)
-        collapsed = val["val_robust_acc"] < (1.0 - self.cfg.co_drop) * best_rob
-        masked = val["val_fgsm_acc"] - val["val_robust_acc"] > self.cfg.co_gap
-        return bool(collapsed and masked)
-
-    def _handle_co(self, epoch: int, val: dict) -> str | None:
-        msg = (f"Catastrophic overfitting at epoch {epoch + 1}: PGD validation accuracy fell to "
-               f"{val['val_robust_acc']:.3f} (best {self.best['val_robust_acc']:.3f} at epoch "
-               f"{self.best['epoch'] + 1}) while FGSM accuracy is {val['val_fgsm_acc']:.3f}.")
-        action = self.cfg.co_guard
-        if action == "warn":
-            log.warning("%s Continuing (co_guard=warn).", msg)
-            return None
-        best_path = self.run_dir / "best.safetensors"
-        if best_path.is_file():
-            restored, _ = load_model(best_path) if self._rebuildable() else (None, None)
-            if restored is not None:
-                self.model.load_state_dict(restored.state_dict())
-        if action == "rollback":
-            log.warning("%s Rolled back to the best checkpoint and stopped (co_guard=rollback).", msg)
-            if self.is_main:
-                self.save_model_fn(self.run_dir / "last.safetensors", self.model, self.best or {})
-            return msg
-        if hasattr(self.objective, "step_size"):
-            current = self.objective.step_size or self.objective.threat.eps
-            self.objective.step_size = current * 0.5
-        log.warning("%s Rolled back to the best checkpoint and halved the attack step size (co_guard=lower-step).",
-                    msg)
-        return None
-
-    def _rebuildable(self) -> bool:
-        return hasattr(_unwrap(self.model), "robustkit_spec")
 
     # -- files ---------------------------------------------------------------------------------------
     def _save_epoch(self, epoch: int, row: dict, improved: bool) -> None:

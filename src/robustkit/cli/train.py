@@ -1,0 +1,77 @@
+"""`robustkit train`: train or adversarially fine-tune a model as a config says (images and texts alike)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import app
+from ._common import JSON_OUT, USER_ERRORS, VERBOSE, fail, progress, setup_logging
+
+
+def train_from_options(config: Optional[Path], set_: List[str], flags: dict, *, resume: bool, overwrite: bool,
+                       json_out: bool, verbose: bool) -> None:
+    """The body of `train` (also behind the deprecated `text train`)."""
+    from ..config import TrainConfig, apply_overrides
+    from ..training import train as train_fn
+    setup_logging(verbose)
+    try:
+        base = TrainConfig.from_yaml(config).to_dict() if config is not None else {}
+        base.update({k: v for k, v in flags.items() if v is not None})
+        cfg = TrainConfig.from_dict(apply_overrides(base, set_), source=str(config or "command line"))
+        t0 = time.perf_counter()
+        result = train_fn(cfg, resume=resume, overwrite=overwrite, progress=progress(json_out))
+    except USER_ERRORS as err:
+        fail(err)
+        return
+    seconds = time.perf_counter() - t0
+    doc = {"run_dir": str(result.run_dir), "epochs": len(result.history), "best": result.best,
+           "last": result.history[-1] if result.history else None, "stopped_early": result.stopped_early,
+           "seconds": seconds, **result.extra}
+    if json_out:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    for row in result.history:
+        parts = [f"epoch {row['epoch'] + 1:>3}", f"loss {row.get('train_loss', float('nan')):.4f}",
+                 f"val clean {row.get('val_clean_acc', float('nan')):.4f}"]
+        if "val_robust_acc" in row:
+            parts.append(f"val PGD {row['val_robust_acc']:.4f}")
+        parts.append(f"{row.get('epoch_seconds', 0):.1f}s")
+        typer.echo("  ".join(parts))
+    if result.stopped_early:
+        typer.secho(result.stopped_early, fg=typer.colors.YELLOW)
+    typer.echo(f"run folder: {result.run_dir} ({seconds:.1f}s)")
+
+
+@app.command()
+def train(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (keys of TrainConfig)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a config key: --set eps=8/255 --set method_args.lam=1"),
+    data: Optional[str] = typer.Option(None, help="Dataset name (robustkit list); its modality picks the path."),
+    data_dir: Optional[str] = typer.Option(None, help="Folder (or file) holding the data."),
+    model: Optional[str] = typer.Option(None, help="Model name (robustkit list)."),
+    method: Optional[str] = typer.Option(None, help="Training method (robustkit list), e.g. fast, pgd, trades, freelb."),
+    eps: Optional[str] = typer.Option(None, help="Training threat radius, e.g. 0.1 or 8/255."),
+    norm: Optional[str] = typer.Option(None, help="linf | l2"),
+    epochs: Optional[int] = typer.Option(None),
+    batch_size: Optional[int] = typer.Option(None),
+    lr: Optional[float] = typer.Option(None),
+    limit: Optional[int] = typer.Option(None, help="Use only N samples of each split."),
+    name: Optional[str] = typer.Option(None, help="Run name (folder under --out-dir)."),
+    out_dir: Optional[str] = typer.Option(None, help="Parent folder of run folders (default runs)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the run (default: the config's, else 0)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in its folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder's run."),
+    json_out: bool = JSON_OUT,
+    verbose: bool = VERBOSE,
+) -> None:
+    """Train a model (standard or adversarial); writes runs/<name>/ with checkpoints and metrics."""
+    flags = {"data": data, "data_dir": data_dir, "model": model, "method": method, "eps": eps, "norm": norm,
+             "epochs": epochs, "batch_size": batch_size, "lr": lr, "limit": limit, "name": name, "out_dir": out_dir,
+             "seed": seed}
+    train_from_options(config, set_, flags, resume=resume, overwrite=overwrite, json_out=json_out, verbose=verbose)
+
+

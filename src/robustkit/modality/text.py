@@ -1,0 +1,122 @@
+"""Texts: lists of strings, transformer classifiers, two perturbation spaces.
+
+Training perturbs token embeddings inside an Lp ball (:mod:`robustkit.modality.embedding`, a
+ThreatModel without bounds, radius relative to the embedding scale); attacks and the audit
+substitute words or characters under a :class:`~robustkit.threat.SubstitutionThreat` (eps = the
+largest share of a text's words that may change).
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..threat import SubstitutionThreat, ThreatModel
+from .base import Modality
+
+#: model_args keys that configure the classifier; the rest of DATA_KEYS go to the dataset loader.
+MODEL_KEYS = ("max_length", "freeze_layers", "head", "dropout", "lora")
+DATA_KEYS = ("text_column", "label_column", "variant", "on_empty", "labels", "train_file", "test_file")
+
+
+class TextModality(Modality):
+    name = "text"
+    continuous = False
+    gallery_kind = "sentences"
+    validation_attack = None
+    presets: ClassVar[dict] = {
+        "quick": [("word", {"importance": "gradient"})],
+        "standard": [("word", {}), ("char", {})],
+        "thorough": [("word", {"candidates": "both", "max_candidates": 40}), ("char", {"max_candidates": 16})],
+    }
+
+    def data_options(self, model_args):
+        unknown = set(model_args) - set(MODEL_KEYS) - set(DATA_KEYS)
+        if unknown:
+            raise ValueError(f"Unknown model_args key(s) {sorted(unknown)} for a text run. Accepted: "
+                             f"{', '.join(MODEL_KEYS + DATA_KEYS)}.")
+        model_kw = {k: v for k, v in model_args.items() if k in MODEL_KEYS}
+        model_kw.setdefault("max_length", 64)
+        return model_kw, {k: v for k, v in model_args.items() if k in DATA_KEYS}
+
+    def eval_split(self, ds, limit=None):
+        n = len(ds.test_texts) if limit is None else min(int(limit), len(ds.test_texts))
+        return list(ds.test_texts[:n]), ds.test_labels[:n].long()
+
+    def training_split(self, ds, cfg):
+        # Validation is the evaluation split (SST-2: dev): its sentences are never trained on.
+        n = min(cfg.eval_size, len(ds.test_texts))
+        return ds.train_texts, ds.train_labels, list(ds.test_texts[:n]), ds.test_labels[:n]
+
+    def build_model(self, cfg, ds, model_kwargs):
+        from ..models.text import build_text_model
+        return build_text_model(cfg.model, ds.num_classes, **model_kwargs)
+
+    def training_threat(self, norm, eps, ds):
+        return ThreatModel(norm, eps, None) if eps > 0 else None
+
+    def audit_threat(self, eps, norm, saved, ds):
+        if norm not in (None, "word-share"):
+            raise ValueError(f"The 'norm' option does not apply to text models (their threat is the share of words "
+                             f"an attack may change, set by --eps). Got {norm!r} instead.")
+        return SubstitutionThreat(0.2 if eps is None else eps)
+
+    def check_inputs(self, x, y, threat, owner):
+        if isinstance(x, str) or not isinstance(x, (list, tuple)):
+            raise TypeError(f"The 'x' parameter of {owner} must be a list of strings. Got {type(x).__name__} instead.")
+        for i, t in enumerate(x):
+            if not isinstance(t, str) or not t.strip():
+                raise ValueError(f"The 'x' parameter of {owner} must hold non-empty strings. Got {t!r} at index {i} "
+                                 "instead.")
+        if y is not None and (not isinstance(y, torch.Tensor) or y.dim() != 1 or y.shape[0] != len(x)):
+            raise ValueError(f"The 'y' parameter of {owner} must be a tensor of shape ({len(x)},). Got "
+                             f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__} instead.")
+
+    def training_batches(self, x, y, model, cfg, *, rank, world, with_raw):
+        from ..data.text import text_batches
+        return text_batches(list(x)[rank::world], y[rank::world], model.tokenizer, batch_size=cfg.batch_size,
+                            max_length=model.max_length, seed=cfg.seed, with_texts=with_raw)
+
+    def take(self, x, idx):
+        return [x[i] for i in idx.tolist()]
+
+    def put(self, dest, idx, src):
+        for i, s in zip(idx.tolist(), src):
+            dest[i] = s
+
+    def copy(self, x):
+        return list(x)
+
+    @torch.no_grad()
+    def logits(self, model: nn.Module, x, batch_size):
+        out = [model(model.encode(list(x[i:i + batch_size]))).detach().float().cpu()
+               for i in range(0, len(x), batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, getattr(model, "num_classes", 2))
+
+    def fingerprint(self, x, y):
+        h = hashlib.sha256()
+        for t in x:
+            h.update(t.encode("utf-8") + b"\x00")
+        h.update(str(y.tolist()).encode())
+        return h.hexdigest()
+
+    def example(self, x, x_adv, i):
+        words, adv = x[i].split(), x_adv[i].split()
+        changed = [k for k, (a, b) in enumerate(zip(words, adv)) if a != b] if len(words) == len(adv) else []
+        return {"x": x[i], "x_adv": x_adv[i], "changed": changed}
+
+    def describe_threat(self, threat):
+        if isinstance(threat, SubstitutionThreat) or threat.to_dict().get("norm") == "word-share":
+            return f"word/character substitutions, at most {threat.to_dict()['eps']:.0%} of the words"
+        return super().describe_threat(threat)
+
+    def save_examples(self, out, x, x_adv, y, pred_clean, pred_adv, class_names):
+        import json
+
+        from ..checkpoint import atomic_write_text
+        rows = [{"label": int(t), "original": a, "adversarial": b, "pred_clean": int(pc), "pred_adv": int(pa)}
+                for a, b, t, pc, pa in zip(x, x_adv, y.tolist(), pred_clean.tolist(), pred_adv.tolist())]
+        atomic_write_text(out / "adversarial.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        return {"adversarial": str(out / "adversarial.jsonl")}
