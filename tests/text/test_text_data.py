@@ -34,7 +34,7 @@ def test_sst2_classic_and_glue_have_the_documented_sizes():
 
 def test_text_dataset_names():
     assert is_text_dataset("sst2") and is_text_dataset("csv") and not is_text_dataset("cifar10")
-    with pytest.raises(KeyError, match="Did you mean 'sst2'"):
+    with pytest.raises(ValueError, match="Did you mean 'sst2'"):
         load_text_dataset("sst", data_dir=".")
 
 
@@ -102,7 +102,7 @@ def test_missing_data_dir_says_what_to_do(tmp_path, monkeypatch):
 def test_long_texts_are_truncated_with_one_warning(tiny_model, caplog):
     tok = tiny_model.tokenizer
     texts = ["good " * 100, "bad movie"]
-    with caplog.at_level(logging.WARNING, logger="robustkit.text.data"):
+    with caplog.at_level(logging.WARNING, logger="robustkit.data.text"):
         ids, cut = encode_texts(tok, texts, 16)
     assert cut == 1 and len(ids[0]) == 16 and ids[0][-1] == tok.sep_token_id and ids[0][0] == tok.cls_token_id
     assert "1 of 2 texts are longer than max_length=16" in caplog.text

@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from .._validation import check_choice
+from .._validation import check_choice, unknown_name_error
 from .registry import available_datasets, dataset_modality, load_dataset, register_dataset
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,7 @@ def load_text_dataset(name: str, *, data_dir: str | os.PathLike | None = None, l
                       seed: int = 0, **options) -> TextDataset:
     """:func:`robustkit.data.load_dataset` for a text dataset (an image dataset's name is an error)."""
     if not is_text_dataset(name):
-        raise ValueError(f"The 'name' parameter of load_text_dataset must be a text dataset "
-                         f"({', '.join(available_text_datasets())}). Got {name!r} instead.")
+        raise ValueError(unknown_name_error("text dataset", name, available_text_datasets()).args[0])
     return load_dataset(name, data_dir=data_dir, limit=limit, seed=seed, **options)
 
 

@@ -1,28 +1,19 @@
 """Small helpers shared by the evaluation modules (batched forward passes, mode handling, JSON)."""
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
 from .._validation import unknown_name_error
+from ..attacks.base import in_mode
 
 
-@contextlib.contextmanager
-def eval_mode(model) -> Iterator[None]:
-    """Put every module in eval mode and restore each one's mode afterwards."""
-    modules = list(model.modules()) if isinstance(model, nn.Module) else []
-    modes = [m.training for m in modules]
-    if isinstance(model, nn.Module):
-        model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in zip(modules, modes):
-            m.training = mode
+def eval_mode(model):
+    """Put every module in eval mode and restore each one's mode afterwards (the attacks' own helper)."""
+    return in_mode(model, "eval")
 
 
 @torch.no_grad()

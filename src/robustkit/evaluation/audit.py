@@ -18,7 +18,7 @@ from .._validation import check_number
 from ..modality import for_inputs
 from .certify import certify
 from .provenance import environment
-from .robustness import PRESETS, _check_eps_list, evaluate, noise_robustness, sweep_eps
+from .robustness import _check_eps_list, evaluate, noise_robustness, sweep_eps
 from .sanity import gradient_masking_checks, preflight, worst_status
 from ._common import check_preset
 

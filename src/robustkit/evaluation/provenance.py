@@ -1,7 +1,6 @@
 """Provenance: enough about the run to reproduce its numbers (versions, commit, hashes, device)."""
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import platform

@@ -16,16 +16,13 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .. import attacks
 from ..checkpoint import atomic_write_text, _unwrap
 from ..config import TrainConfig
-from ..threat import ThreatModel
 from .callbacks import Callback, CatastrophicOverfittingGuard
 from .objectives import Objective
 from .schedules import lr_multiplier
@@ -48,56 +45,8 @@ class TrainResult:
     extra: dict = field(default_factory=dict)
 
 
-# -- data -------------------------------------------------------------------------------------------
-def tensor_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, *, rank: int = 0,
-                   world: int = 1, drop_last: bool = False) -> Batches:
-    """Shuffled in-memory batches; the order of epoch e depends only on (seed, e), so resume is exact.
-
-    Under DDP each rank takes a disjoint stride of the same permutation.
-    """
-    def epoch_batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        perm = torch.randperm(x.shape[0], generator=g)[rank::world]
-        stop = len(perm) - (len(perm) % batch_size if drop_last else 0)
-        for i in range(0, stop, batch_size):
-            idx = perm[i:i + batch_size]
-            yield x[idx], y[idx]
-    epoch_batches.num_batches = math.ceil(len(range(rank, x.shape[0], world)) / batch_size)  # type: ignore[attr-defined]
-    return epoch_batches
-
-
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
-    with torch.no_grad():
-        correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
-                      for i in range(0, x.shape[0], batch_size))
-    return correct / max(1, x.shape[0])
-
-
-def vision_validator(x_val: torch.Tensor, y_val: torch.Tensor, threat: ThreatModel | None, *, steps: int,
-                     batch_size: int, with_fgsm: bool, seed: int) -> Callable[[nn.Module], dict]:
-    """Clean accuracy and PGD robust accuracy (fixed subset, fixed seed) — and FGSM accuracy when the
-    catastrophic-overfitting guard needs it."""
-    def validate(model: nn.Module) -> dict:
-        was = model.training
-        model.eval()
-        out = {"val_clean_acc": accuracy(model, x_val, y_val, batch_size)}
-        if threat is not None and threat.eps > 0 and x_val.shape[0]:
-            pgd = attacks.create("pgd", threat, steps=steps, step_size=2.5 * threat.eps / steps, seed=seed)
-            adv_ok = 0
-            fgsm_ok = 0
-            fgsm = attacks.create("fgsm", threat, seed=seed)
-            for i in range(0, x_val.shape[0], batch_size):
-                xb, yb = x_val[i:i + batch_size], y_val[i:i + batch_size]
-                with torch.no_grad():
-                    adv_ok += int((model(pgd(model, xb, yb)).argmax(1) == yb).sum())
-                    if with_fgsm:
-                        fgsm_ok += int((model(fgsm(model, xb, yb)).argmax(1) == yb).sum())
-            out["val_robust_acc"] = adv_ok / x_val.shape[0]
-            if with_fgsm:
-                out["val_fgsm_acc"] = fgsm_ok / x_val.shape[0]
-        model.train(was)
-        return out
-    return validate
+# tensor_batches moved to robustkit.data.batches (the modality adapters batch the data); kept importable here.
+from ..data.batches import tensor_batches  # noqa: E402,F401
 
 
 # -- the loop -----------------------------------------------------------------------------------
