@@ -36,7 +36,7 @@ def main() -> None:
     rk = [sys.executable, "-m", "robustkit"]
     rows = []
     for name in ("pgd", "awp"):
-        run_name = f"bench-fmnist-{name}-{args.model}{args.width}"
+        run_name = f"bench-fmnist-{name}-{args.model}{args.width}" + ("" if args.epochs == 4 else f"-e{args.epochs}")
         run_dir = ROOT / "runs" / run_name
         sets = ["--set", f"model={args.model}", "--set", f"model_args={{width: {args.width}}}",
                 "--set", f"epochs={args.epochs}", "--name", run_name]
@@ -60,7 +60,10 @@ def main() -> None:
                      "verdict": doc["verdict"]["status"]})
         print(json.dumps(rows[-1], indent=1), flush=True)
     out = ROOT / "benchmarks" / "results" / "awp.json"
-    out.write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1))
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    results = results if "runs" in results else {"runs": {}}
+    results["runs"][f"{args.epochs} epochs, n={args.n}"] = {"command": " ".join(sys.argv), "rows": rows}
+    out.write_text(json.dumps(results, indent=1))
     print(f"wrote {out}")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 data_dir = os.environ.get("ROBUSTKIT_DATA")
-SCRIPTS = [["attack_speed.py"], ["training_cost.py"]]
+SCRIPTS = [["attack_speed.py"], ["training_cost.py"], ["awp.py"] + (["--data-dir", data_dir] if data_dir else [])]
 for extra in ("audit_vs_autoattack.py", "text_sst2.py"):
     if (HERE / extra).is_file():
         SCRIPTS.append([extra])

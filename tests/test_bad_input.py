@@ -81,7 +81,7 @@ def test_unknown_attack_param():
 def test_unknown_names():
     with pytest.raises(ValueError, match=r"Unknown attack 'pgdd'. Did you mean 'pgd'"):
         attacks.create("pgdd", ThreatModel("linf", 0.1))
-    with pytest.raises(KeyError, match=r"Unknown model 'small_cnn'. Did you mean 'small-cnn'"):
+    with pytest.raises(ValueError, match=r"Unknown model 'small_cnn'. Did you mean 'small-cnn'"):
         create_model("small_cnn", input_shape=(1, 8, 8), num_classes=10)
     with pytest.raises(ValueError, match=r"Unknown dataset 'fashion_mnist'. Did you mean 'fashion-mnist'"):
         load_dataset("fashion_mnist")

@@ -46,12 +46,14 @@ def check_choice(value: Any, name: str, choices: Iterable[str], *, owner: str | 
     return value
 
 
-def unknown_name_error(kind: str, name: Any, known: Iterable[str]) -> KeyError:
-    """An error for an unknown registry name that suggests the nearest known names (as timm does)."""
+def unknown_name_error(kind: str, name: Any, known: Iterable[str]) -> ValueError:
+    """An error for an unknown registry name that suggests the nearest known names (as timm does).
+
+    A ValueError (DESIGN conventions): the name is a bad value of an argument, not a missing key."""
     known = sorted(known)
     close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return KeyError(f"Unknown {kind} {name!r}.{hint} Available: {', '.join(known)}.")
+    return ValueError(f"Unknown {kind} {name!r}.{hint} Available: {', '.join(known)}.")
 
 
 def check_inputs(x: Any, y: Any = None, *, bounds: tuple[float, float] | None = None, owner: str | None = None,

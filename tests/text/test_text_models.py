@@ -52,7 +52,7 @@ def test_folder_without_tokenizer_is_a_clear_error(model_folder, tmp_path):
             (bare / f.name).write_bytes(f.read_bytes())
     with pytest.raises(ModelFolderError, match="has no tokenizer"):
         build_text_model(str(bare), 2)
-    with pytest.raises(KeyError, match="Unknown text model"):
+    with pytest.raises(ValueError, match="Unknown text model"):
         build_text_model("no-such-model", 2)
     with pytest.raises(ValueError, match="'num_classes' parameter of build_text_model"):
         build_text_model(str(model_folder), 1)

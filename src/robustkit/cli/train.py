@@ -31,19 +31,35 @@ def train_from_options(config: Optional[Path], set_: List[str], flags: dict, *, 
     doc = {"run_dir": str(result.run_dir), "epochs": len(result.history), "best": result.best,
            "last": result.history[-1] if result.history else None, "stopped_early": result.stopped_early,
            "seconds": seconds, **result.extra}
+    lines = [epoch_line(row) for row in result.history]
+    write_summary(result.run_dir, doc, lines)
     if json_out:
         typer.echo(json.dumps(doc, indent=2))
         return
-    for row in result.history:
-        parts = [f"epoch {row['epoch'] + 1:>3}", f"loss {row.get('train_loss', float('nan')):.4f}",
-                 f"val clean {row.get('val_clean_acc', float('nan')):.4f}"]
-        if "val_robust_acc" in row:
-            parts.append(f"val PGD {row['val_robust_acc']:.4f}")
-        parts.append(f"{row.get('epoch_seconds', 0):.1f}s")
-        typer.echo("  ".join(parts))
+    for line in lines:
+        typer.echo(line)
     if result.stopped_early:
         typer.secho(result.stopped_early, fg=typer.colors.YELLOW)
     typer.echo(f"run folder: {result.run_dir} ({seconds:.1f}s)")
+
+
+def epoch_line(row: dict) -> str:
+    parts = [f"epoch {row['epoch'] + 1:>3}", f"loss {row.get('train_loss', float('nan')):.4f}",
+             f"val clean {row.get('val_clean_acc', float('nan')):.4f}"]
+    if "val_robust_acc" in row:
+        parts.append(f"val PGD {row['val_robust_acc']:.4f}")
+    parts.append(f"{row.get('epoch_seconds', 0):.1f}s")
+    return "  ".join(parts)
+
+
+def write_summary(run_dir: Path, doc: dict, lines: list[str]) -> None:
+    """train.json and train.md beside the checkpoints: what this command did, for machines and people."""
+    from ..checkpoint import atomic_write_text
+    atomic_write_text(Path(run_dir) / "train.json", json.dumps(doc, indent=2, default=str))
+    md = ["# Training run", "", f"- run folder: `{doc['run_dir']}`", f"- epochs: {doc['epochs']} "
+          f"({doc['seconds']:.1f} s)", f"- stopped early: {doc['stopped_early'] or 'no'}", "", "```", *lines, "```",
+          "", "Per-epoch metrics: `metrics.jsonl`; curve: `curve.png`; resolved config: `config.yaml`.", ""]
+    atomic_write_text(Path(run_dir) / "train.md", "\n".join(md))
 
 
 @app.command()

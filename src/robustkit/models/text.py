@@ -172,14 +172,15 @@ class TextClassifier(nn.Module):
     @torch.no_grad()
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
         """Class probabilities for raw texts (eval mode restored afterwards)."""
-        was = self.training
+        modes = [(m, m.training) for m in self.modules()]  # each module's own flag comes back, not one for all
         self.eval()
         out = []
         try:
             for i in range(0, len(texts), batch_size):
                 out.append(torch.softmax(self(self.encode(texts[i:i + batch_size])).float(), -1).cpu())
         finally:
-            self.train(was)
+            for m, was in modes:
+                m.training = was
         return torch.cat(out) if out else torch.zeros(0, self.num_classes)
 
 

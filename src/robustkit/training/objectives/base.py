@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ... import attacks
-from ..._validation import check_choice, unknown_name_error
+from ..._validation import check_number, check_choice, unknown_name_error
 from ...threat import ThreatModel
 
 Stats = dict[str, float]
@@ -46,6 +46,11 @@ def get_objective_class(name: str) -> type["Objective"]:
 
 def create_objective(name: str, threat: ThreatModel | None = None, **params) -> "Objective":
     return get_objective_class(name)(threat, **params)
+
+
+def optional_step_size(value, owner: str) -> float | None:
+    """``step_size`` is None (the objective's rule, e.g. 2.5·eps/steps) or a number > 0."""
+    return None if value is None else check_number(value, "step_size", owner=owner, low=0, low_inclusive=False)
 
 
 def crafting_model(model: nn.Module) -> nn.Module:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..._validation import check_number
 from ...modality import embedding
-from .base import Objective, _acc, crafting_model, register_objective
+from .base import Objective, _acc, crafting_model, optional_step_size, register_objective
 
 
 def _model_inputs(x: dict) -> dict:
@@ -52,7 +52,7 @@ class EmbedPGD(_TextObjective):
                  random_start: bool = True, adv_only: bool = False, **kw):
         super().__init__(threat, **kw)
         self.steps = check_number(steps, "steps", owner="embed-pgd", low=1, integer=True)
-        self.step_size = step_size
+        self.step_size = optional_step_size(step_size, self.name)
         self.lam = check_number(lam, "lam", owner="embed-pgd", low=0)
         self.random_start = bool(random_start)
         self.adv_only = bool(adv_only)

@@ -1,7 +1,7 @@
 """FGSM-AT and Fast-AT: single-step adversarial training (the catastrophic-overfitting guard applies)."""
 from __future__ import annotations
 
-from .base import crafting_model, register_objective
+from .base import crafting_model, optional_step_size, register_objective
 from .mixed import _Mixed
 
 
@@ -20,7 +20,7 @@ class FGSMTraining(_Mixed):
     def __init__(self, threat, *, step_size: float | None = None, random_start: bool = False,
                  clip_start: bool = True, **kw):
         super().__init__(threat, **kw)
-        self.step_size = step_size
+        self.step_size = optional_step_size(step_size, self.name)
         self.random_start = bool(random_start)
         self.clip_start = bool(clip_start)
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from ..._validation import check_number
 from ...modality import embedding
-from .base import _acc, crafting_model, register_objective
+from .base import _acc, crafting_model, optional_step_size, register_objective
 from .embed_pgd import _model_inputs, _TextObjective
 
 
@@ -29,7 +29,7 @@ class FreeLB(_TextObjective):
         kw.setdefault("attack_mode", "train")  # FreeLB's ascent uses the same training-mode passes
         super().__init__(threat, **kw)
         self.steps = check_number(steps, "steps", owner="freelb", low=1, integer=True)
-        self.step_size = step_size
+        self.step_size = optional_step_size(step_size, self.name)
         self.init_scale = check_number(init_scale, "init_scale", owner="freelb", low=0)
 
     def __call__(self, model, x, y, *, eps=None):

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ..._validation import check_number
-from .base import AdversarialObjective, _acc, crafting_model, register_objective
+from .base import AdversarialObjective, _acc, crafting_model, optional_step_size, register_objective
 
 
 @register_objective("mart")
@@ -20,7 +20,7 @@ class MART(AdversarialObjective):
         super().__init__(threat, **kw)
         self.beta = check_number(beta, "beta", owner="mart", low=0)
         self.steps = check_number(steps, "steps", owner="mart", low=1, integer=True)
-        self.step_size = step_size
+        self.step_size = optional_step_size(step_size, self.name)
 
     def craft(self, model, x, y, eps):
         e = self._threat(eps).eps

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..._validation import check_number
-from .base import crafting_model, register_objective
+from .base import crafting_model, optional_step_size, register_objective
 from .mixed import _Mixed
 
 
@@ -17,7 +17,7 @@ class PGDTraining(_Mixed):
                  adv_only: bool = True, **kw):
         super().__init__(threat, adv_only=adv_only, **kw)
         self.steps = check_number(steps, "steps", owner="pgd", low=1, integer=True)
-        self.step_size = step_size
+        self.step_size = optional_step_size(step_size, self.name)
         self.random_start = bool(random_start)
 
     def craft(self, model, x, y, eps):

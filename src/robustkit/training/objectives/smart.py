@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from ..._validation import check_number
 from ...modality import embedding
-from .base import _acc, register_objective
+from .base import _acc, optional_step_size, register_objective
 from .embed_pgd import _model_inputs, _TextObjective
 
 
@@ -29,7 +29,7 @@ class SMART(_TextObjective):
         super().__init__(threat, **kw)
         self.lam = check_number(lam, "lam", owner="smart", low=0)
         self.steps = check_number(steps, "steps", owner="smart", low=1, integer=True)
-        self.step_size = step_size
+        self.step_size = optional_step_size(step_size, self.name)
         self.init_scale = check_number(init_scale, "init_scale", owner="smart", low=0)
 
     def __call__(self, model, x, y, *, eps=None):

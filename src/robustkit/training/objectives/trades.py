@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ..._validation import check_number
-from .base import AdversarialObjective, _acc, crafting_model, register_objective
+from .base import AdversarialObjective, _acc, crafting_model, optional_step_size, register_objective
 
 
 def _kl_inner_max(model, x, p_clean, threat, steps, step_size, generator, dtype):
@@ -30,7 +30,7 @@ class TRADES(AdversarialObjective):
         super().__init__(threat, **kw)
         self.beta = check_number(beta, "beta", owner="trades", low=0)
         self.steps = check_number(steps, "steps", owner="trades", low=1, integer=True)
-        self.step_size = step_size
+        self.step_size = optional_step_size(step_size, self.name)
 
     def craft(self, model, x, y, eps):
         threat = self._threat(eps)
