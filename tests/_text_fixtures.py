@@ -63,3 +63,17 @@ def synthetic_sentences(n, seed=0):
         texts.append(" ".join(words))
         labels.append(y)
     return texts, labels
+
+
+class BagEncoder:
+    """A deterministic stand-in sentence encoder: normalized bag of words (one dimension per word seen)."""
+
+    def __init__(self):
+        self.index = {}
+
+    def __call__(self, texts):
+        out = torch.zeros(len(texts), 512)
+        for i, t in enumerate(texts):
+            for w in t.split():
+                out[i, self.index.setdefault(w, len(self.index))] += 1.0
+        return torch.nn.functional.normalize(out, dim=-1)

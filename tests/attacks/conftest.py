@@ -4,21 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _text_fixtures import make_tiny_model, synthetic_sentences
-
-
-class BagEncoder:
-    """A deterministic stand-in sentence encoder: normalized bag of words (one dimension per word seen)."""
-
-    def __init__(self):
-        self.index = {}
-
-    def __call__(self, texts):
-        out = torch.zeros(len(texts), 512)
-        for i, t in enumerate(texts):
-            for w in t.split():
-                out[i, self.index.setdefault(w, len(self.index))] += 1.0
-        return torch.nn.functional.normalize(out, dim=-1)
+from _text_fixtures import BagEncoder, make_tiny_model, synthetic_sentences
 
 
 @pytest.fixture(scope="session")

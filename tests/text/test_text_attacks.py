@@ -2,29 +2,14 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from robustkit.attacks.char import CharAttack
 from robustkit.attacks.word_substitution import (STOP_WORDS, WordSubstitutionAttack, budget, check_constraints)
 from robustkit.data.wordnet import find_wordnet
 
-from _text_fixtures import synthetic_sentences
+from _text_fixtures import BagEncoder, synthetic_sentences
 
 HAS_WORDNET = find_wordnet() is not None
-
-
-class BagEncoder:
-    """A deterministic stand-in sentence encoder: normalized bag of words (one dimension per word seen)."""
-
-    def __init__(self):
-        self.index = {}
-
-    def __call__(self, texts):
-        out = torch.zeros(len(texts), 512)
-        for i, t in enumerate(texts):
-            for w in t.split():
-                out[i, self.index.setdefault(w, len(self.index))] += 1.0
-        return torch.nn.functional.normalize(out, dim=-1)
 
 
 def _levenshtein_le1(a: str, b: str) -> bool:

@@ -9,6 +9,11 @@ from . import app
 from ._common import JSON_OUT
 
 
+def _first_sentence(doc: str | None) -> str:
+    text = " ".join((doc or "").strip().split("\n\n")[0].split())
+    return text if len(text) <= 110 else text[:107].rsplit(" ", 1)[0] + " ..."
+
+
 @app.command("list")
 def list_cmd(json_out: bool = JSON_OUT) -> None:
     """Show the registered datasets, models, attacks, training methods and sanity checks."""
@@ -23,7 +28,7 @@ def list_cmd(json_out: bool = JSON_OUT) -> None:
                       **{k: {"modality": "text", "description": v} for k, v in available_text_models().items()}},
            "attacks": attacks.info(),
            "methods": {m: {"modality": ", ".join(get_objective_class(m).modalities),
-                           "description": (get_objective_class(m).__doc__ or "").strip().split("\n")[0]}
+                           "description": _first_sentence(get_objective_class(m).__doc__)}
                        for m in available_objectives()},
            "checks": {c.name: {"modality": ", ".join(c.modalities), "description": c.stage} for c in _CHECKS.values()}}
     if json_out:
