@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -83,6 +85,10 @@ def test_resume_continues_a_text_run(tmp_path, model_folder, csv_data):
     (tmp_path / "runs" / "tiny-standard" / "config.yaml").write_text(cfg.to_yaml())
     res = train(cfg, resume=True, progress=False)
     assert [r["epoch"] for r in res.history] == [0, 1]
+    # A fresh process loads a text checkpoint with nothing imported beforehand (the family registers itself).
+    code = "from robustkit.checkpoint import load_model; print(type(load_model(__import__('sys').argv[1])[0]).__name__)"
+    out = subprocess.run([sys.executable, "-c", code, str(res.run_dir)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "TextClassifier", out.stderr[-2000:]
 
 
 def test_unknown_text_model_args_are_rejected():
