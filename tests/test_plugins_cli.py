@@ -90,3 +90,16 @@ def test_toy_dataset_objective_attack_and_check_run_through_the_cli(tmp_path):
         _OBJECTIVES.pop("toy-noise", None)
         unregister_attack("toy-shift")
         unregister_check("toy_check")
+
+
+def test_cli_says_what_is_wrong_with_the_model_or_its_data(tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(app, ["audit", "--preset", "quick"], env=ENV)
+    assert r.exit_code == 2 and "The model is missing" in r.output
+    r = runner.invoke(app, ["train", "--data", "digits", "--epochs", "1", "--limit", "100", "--out-dir",
+                            str(tmp_path), "--name", "d"], env=ENV)
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["audit", str(tmp_path / "d"), "--data", "sst2", "--data-dir", str(tmp_path)], env=ENV)
+    assert r.exit_code == 2 and "is a vision model" in r.output and "text data" in r.output
+    r = runner.invoke(app, ["attack", str(tmp_path / "d"), "--attack", "wrod"], env=ENV)
+    assert r.exit_code == 2 and "Did you mean 'word'" in r.output

@@ -107,3 +107,17 @@ def test_text_audit_is_the_per_sample_worst_case_with_the_vision_report(tmp_path
     assert "Adversarial examples" in _headings(text_md) and "*bad*" in text_md
     assert "95%" in text_md or "[" in text_md  # confidence intervals in the headline
     assert "Provenance" in _headings(text_md) and "Attack details" in _headings(text_md)
+
+
+def test_text_audit_refuses_what_needs_continuous_inputs():
+    import pytest
+
+    from robustkit.modality import get_modality
+    with pytest.raises(ValueError, match="continuous"):
+        run_audit(KeywordModel(), TEXTS, LABELS, SubstitutionThreat(0.5), noise_sigmas=[0.1], sanity=False)
+    with pytest.raises(ValueError, match="'norm' option does not apply to text"):
+        get_modality("text").audit_threat(0.2, "l2", None, None)
+    with pytest.raises(ValueError, match="'eps' parameter of SubstitutionThreat"):
+        SubstitutionThreat(1.5)
+    with pytest.raises(ValueError, match="non-empty strings"):
+        run_audit(KeywordModel(), ["fine", "  "], LABELS[:2], SubstitutionThreat(0.5), sanity=False)

@@ -118,12 +118,13 @@ def load_target(target: Optional[str], data: Optional[str], data_dir: Optional[s
     name = data or spec.get("name")
     if not name:
         raise ValueError("The 'data' option is required: the checkpoint records no dataset. Pass e.g. --data digits.")
+    from ..data import dataset_modality
+    if dataset_modality(name) != modality.name:  # before reading any file: the cheap, clear error first
+        raise ValueError(f"The checkpoint {meta['path']!r} is a {modality.name} model but --data {name!r} is "
+                         f"{dataset_modality(name)} data.")
     options = {"variant": spec["variant"]} if name == spec.get("name") and spec.get("variant") else {}
     ds = modality.load(name, data_dir=data_dir, seed=seed, **options)
     have = ds.spec()
-    if have.get("modality", "vision") != modality.name:
-        raise ValueError(f"The checkpoint {meta['path']!r} is a {modality.name} model but --data {name!r} is "
-                         f"{have.get('modality')} data.")
     for key in ("input_shape", "num_classes"):
         if spec.get(key) is None or have.get(key) is None:
             continue

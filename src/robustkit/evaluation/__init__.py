@@ -6,10 +6,11 @@ randomized-smoothing certification, and reports rendered from JSON.
 from .audit import PreflightError, run_audit
 from .certify import certify
 from .report import load_audit, render_html, render_markdown, write_report
-from .robustness import PRESETS, RobustnessResult, evaluate, noise_robustness, sweep_eps
-from .sanity import gradient_masking_checks, preflight, worst_status
+from .robustness import PRESETS, RobustnessResult, attack_dataset, evaluate, noise_robustness, sweep_eps
+from .sanity import CheckContext, gradient_masking_checks, make_check, preflight, register_check, worst_status
 from .stats import clopper_pearson, wilson
 
-__all__ = ["PRESETS", "PreflightError", "RobustnessResult", "certify", "clopper_pearson", "evaluate",
+__all__ = ["PRESETS", "CheckContext", "PreflightError", "RobustnessResult", "attack_dataset", "certify", "clopper_pearson", "evaluate",
            "gradient_masking_checks", "load_audit", "noise_robustness", "preflight", "render_html",
-           "render_markdown", "run_audit", "sweep_eps", "wilson", "worst_status", "write_report"]
+           "make_check", "register_check", "render_markdown", "run_audit", "sweep_eps", "wilson", "worst_status",
+           "write_report"]
