@@ -17,6 +17,7 @@ Constraints (checked for every accepted substitution, see :func:`check_constrain
 """
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from typing import Callable, Sequence
@@ -40,6 +41,14 @@ def _match_case(template: str, word: str) -> str:
     return word.capitalize() if template[:1].isupper() else word
 
 
+@functools.lru_cache(maxsize=2)
+def _load_encoder(name: str):
+    from ..models.text import _auto_model_from_pretrained, load_tokenizer, resolve_source
+    from transformers import AutoModel
+    source = resolve_source(name)
+    return _auto_model_from_pretrained(AutoModel, source).eval(), load_tokenizer(source)
+
+
 class SentenceEncoder:
     """Sentence embeddings by masked mean pooling of a transformer (all-MiniLM-L6-v2's recipe),
     L2-normalized; ``SentenceEncoder.from_name("minilm-l6")`` loads the local MiniLM."""
@@ -50,10 +59,9 @@ class SentenceEncoder:
 
     @classmethod
     def from_name(cls, name: str = "minilm-l6", **kw) -> "SentenceEncoder":
-        from ..models.text import _auto_model_from_pretrained, load_tokenizer, resolve_source
-        from transformers import AutoModel
-        source = resolve_source(name)
-        return cls(_auto_model_from_pretrained(AutoModel, source), load_tokenizer(source), **kw)
+        # An audit creates the word attack once per attack, sweep point and check: load the encoder once.
+        encoder, tokenizer = _load_encoder(name)
+        return cls(encoder, tokenizer, **kw)
 
     @torch.no_grad()
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:

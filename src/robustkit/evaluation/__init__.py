@@ -10,7 +10,7 @@ from .robustness import PRESETS, RobustnessResult, attack_dataset, evaluate, noi
 from .sanity import CheckContext, gradient_masking_checks, make_check, preflight, register_check, worst_status
 from .stats import clopper_pearson, wilson
 
-__all__ = ["PRESETS", "CheckContext", "PreflightError", "RobustnessResult", "attack_dataset", "certify", "clopper_pearson", "evaluate",
-           "gradient_masking_checks", "load_audit", "noise_robustness", "preflight", "render_html",
-           "make_check", "register_check", "render_markdown", "run_audit", "sweep_eps", "wilson", "worst_status",
-           "write_report"]
+__all__ = ["PRESETS", "CheckContext", "PreflightError", "RobustnessResult", "attack_dataset", "certify",
+           "clopper_pearson", "evaluate", "gradient_masking_checks", "load_audit", "make_check", "noise_robustness",
+           "preflight", "register_check", "render_html", "render_markdown", "run_audit", "sweep_eps", "wilson",
+           "worst_status", "write_report"]
