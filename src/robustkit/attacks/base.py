@@ -96,9 +96,17 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None 
 
     Untargeted: -(z_y - max_{j!=y} z_j) / (z_pi1 - z_pi3). Targeted: -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4)/2).
     It is invariant to shifting and rescaling the logits, which defeats saturated-logit gradient masking.
+
+    The denominators need the 3rd (untargeted) or 4th (targeted) largest logit. With fewer classes
+    (binary and 3-class models, where the original AutoAttack fails) the loss is the plain logit margin,
+    -(z_y - max_{j!=y} z_j) or z_t - z_y: the DLR numerator without its normalisation (any normalisation
+    by the two logits a binary model has would make the loss constant, with zero gradient).
     """
-    srt = logits.sort(dim=1, descending=True).values
     z_y = logits.gather(1, y[:, None]).squeeze(1)
+    needed = 3 if target is None else 4
+    if logits.shape[1] < needed:
+        return -margin(logits, y) if target is None else logits.gather(1, target[:, None]).squeeze(1) - z_y
+    srt = logits.sort(dim=1, descending=True).values
     if target is None:
         return -margin(logits, y) / (srt[:, 0] - srt[:, 2] + 1e-12)
     z_t = logits.gather(1, target[:, None]).squeeze(1)

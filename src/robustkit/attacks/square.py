@@ -54,13 +54,13 @@ def _meta_pert(s: int, generator: torch.Generator) -> torch.Tensor:
     delta[: s // 2] = _rect_pert(s // 2, s)
     delta[s // 2:] = -_rect_pert(s - s // 2, s)
     delta = delta / delta.norm().clamp_min(1e-12)
-    if float(torch.rand(1, generator=generator)) > 0.5:
+    if float(torch.rand(1, generator=generator, device=generator.device)) > 0.5:
         delta = delta.t()
     return delta
 
 
 def _randint(high: int, generator: torch.Generator) -> int:
-    return int(torch.randint(0, max(high, 1), (1,), generator=generator))
+    return int(torch.randint(0, max(high, 1), (1,), generator=generator, device=generator.device))
 
 
 @register_attack("square")
