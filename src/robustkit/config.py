@@ -78,6 +78,9 @@ class TrainConfig:
     co_guard: str = "rollback"
     co_drop: float = 0.5   # relative loss of the best PGD validation accuracy
     co_gap: float = 0.3    # FGSM accuracy this far above PGD accuracy
+    # several processes (torchrun): batch_size above is the global batch, split evenly across ranks
+    sync_batchnorm: bool = False
+    ddp_timeout: float = 300.0  # seconds a rank waits for the others before the job fails (no hang)
     # logging
     tensorboard: bool = False
 
@@ -101,6 +104,7 @@ class TrainConfig:
         check_number(self.co_drop, "co_drop", owner="TrainConfig", low=0, high=1)
         check_number(self.co_gap, "co_gap", owner="TrainConfig", low=0, high=1)
         check_number(self.val_size, "val_size", owner="TrainConfig", low=0, low_inclusive=False)
+        check_number(self.ddp_timeout, "ddp_timeout", owner="TrainConfig", low=0, low_inclusive=False)
         if self.limit is not None:
             check_number(self.limit, "limit", owner="TrainConfig", low=1, integer=True)
         if self.grad_clip is not None:

@@ -28,8 +28,15 @@ VERBOSE = typer.Option(False, "--verbose", "-v", help="Log progress (one line pe
 WHICH = typer.Option("best", "--which", help="best | last checkpoint of a run folder.")
 
 
+def rank() -> int:
+    """This process's rank under torchrun (0 alone): only rank 0 prints and writes reports."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    level = logging.INFO if verbose and rank() == 0 else logging.WARNING
+    logging.basicConfig(level=level, format=f"%(levelname)s{' [rank ' + str(rank()) + ']' if rank() else ''} "
+                                            "%(message)s")
 
 
 def progress(json_out: bool = False) -> bool:

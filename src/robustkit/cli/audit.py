@@ -9,7 +9,7 @@ import typer
 
 from . import app
 from ._common import (DATA, DATA_DIR, EPS, JSON_OUT, LIMIT, NORM, PRESET, SEED, SWEEP, TARGET, USER_ERRORS, VERBOSE,
-                      WHICH, fail, load_target, parse_list, parse_params, pct, progress, setup_logging)
+                      WHICH, fail, load_target, parse_list, parse_params, pct, progress, rank, setup_logging)
 
 
 def _ensemble(names: List[str], params: List[str]) -> Optional[list]:
@@ -50,9 +50,11 @@ def audit(
 ) -> None:
     """Audit a model: attack ensemble (per-sample worst case), sanity checks, eps sweep, noise and
     certification (images) -> audit.json, audit.md, audit.html."""
+    from ..distributed import init_from_env
     from ..evaluation import run_audit, write_report
     setup_logging(verbose)
     try:
+        init_from_env("cpu")  # under torchrun: the ranks share the attack batches (gloo)
         sweep_list, noise_list = parse_list(sweep, "sweep"), parse_list(noise, "noise")
         t = load_target(target, data, data_dir, seed, which)
         threat = t.threat(eps, norm)
@@ -67,6 +69,8 @@ def audit(
                         certify_limit=certify_limit, surrogate=sur, class_names=t.ds.class_names,
                         checkpoint=t.checkpoint_doc(), data={"name": t.data_name, "split": "test", "limit": limit},
                         gallery=examples, progress=progress(json_out))
+        if rank() != 0:  # rank 0 writes and prints the report for the job
+            return
         paths = write_report(doc, out or t.run_dir)
     except USER_ERRORS as err:
         fail(err)

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from . import app
-from ._common import JSON_OUT, USER_ERRORS, VERBOSE, fail, progress, setup_logging
+from ._common import JSON_OUT, USER_ERRORS, VERBOSE, fail, progress, rank, setup_logging
 
 
 def train_from_options(config: Optional[Path], set_: List[str], flags: dict, *, resume: bool, overwrite: bool,
@@ -28,6 +28,8 @@ def train_from_options(config: Optional[Path], set_: List[str], flags: dict, *, 
         fail(err)
         return
     seconds = time.perf_counter() - t0
+    if rank() != 0:  # under torchrun: rank 0 reports for the job
+        return
     doc = {"run_dir": str(result.run_dir), "epochs": len(result.history), "best": result.best,
            "last": result.history[-1] if result.history else None, "stopped_early": result.stopped_early,
            "seconds": seconds, **result.extra}

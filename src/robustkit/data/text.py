@@ -290,13 +290,18 @@ def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tens
 
 
 def text_batches(texts: Sequence[str], labels: torch.Tensor, tokenizer, *, batch_size: int, max_length: int,
-                 seed: int, shuffle: bool = True, with_texts: bool = False, bucket: int = 50):
+                 seed: int, shuffle: bool = True, with_texts: bool = False, bucket: int = 50, rank: int = 0,
+                 world: int = 1):
     """Seeded batches of (inputs dict, labels) for the Trainer; epoch e's order depends only on (seed, e).
 
     Texts are tokenized once. Batches are drawn from a shuffled order sorted by length inside windows
     of ``bucket`` batches, so padding (and CPU time) stays small while batches stay random.
     ``with_texts`` adds the raw strings under ``"texts"`` (the ``augment`` objective attacks words).
+    ``batch_size`` is the global batch: under DDP each rank takes a stride of every global batch (as
+    :func:`robustkit.data.batches.tensor_batches` does), so all ranks take the same number of steps.
     """
+    from .batches import check_divisible, shard_of
+    check_divisible(batch_size, world)
     ids, _ = encode_texts(tokenizer, texts, max_length)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     lengths = torch.tensor([len(s) for s in ids])
@@ -316,11 +321,14 @@ def text_batches(texts: Sequence[str], labels: torch.Tensor, tokenizer, *, batch
             order = torch.arange(len(ids))
             chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         for idx in chunks:
+            if len(idx) < world:  # smaller than the number of ranks: every rank skips it (same step count)
+                continue
+            idx = shard_of(idx, rank, world)
             sel = idx.tolist()
             batch = pad_batch([ids[i] for i in sel], pad)
             if with_texts:
                 batch["texts"] = [texts[i] for i in sel]
             yield batch, labels[idx]
 
-    epoch_batches.num_batches = math.ceil(len(ids) / batch_size)  # type: ignore[attr-defined]
+    epoch_batches.num_batches = math.ceil(len(ids) / batch_size)  # type: ignore[attr-defined]  (an upper bound under DDP)
     return epoch_batches

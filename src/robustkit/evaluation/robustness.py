@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .. import attacks as attack_registry
 from .._validation import check_inputs, check_number
+from ..distributed import gather_objects, rank_world
 from ..modality import Modality, for_inputs, get_modality
 from ..threat import ThreatModel
 from ._common import batched_logits, check_preset, eval_mode, gradient_health, jsonable
@@ -241,7 +242,6 @@ class CascadeState:
 
 def _cascade(state: CascadeState, specs, seed, clean_correct):
     """One pass of the ensemble with one seed: each attack only on the samples still robust in this pass."""
-    m = state.modality
     robust = clean_correct.clone()
     records = []
     for name, params in specs:
@@ -255,22 +255,17 @@ def _cascade(state: CascadeState, specs, seed, clean_correct):
         idx = robust.nonzero().squeeze(1)
         t0 = time.perf_counter()
         details = []
-        chunks = list(range(0, idx.numel(), state.batch_size))
-        for i in tqdm(chunks, desc=f"{name} (seed {seed})", disable=not state.progress, leave=False):
-            if state.deadline is not None and time.perf_counter() > state.deadline:
-                rec["status"] = f"cut by the time budget after {rec['n_attacked']} of {idx.numel()} samples"
-                state.cut.append({"attack": name, "seed": seed, "attacked": rec["n_attacked"], "of": int(idx.numel())})
-                break
-            b = idx[i:i + state.batch_size]
-            yb = state.y[b.to(state.y.device)]
-            xa = attack(state.model, m.take(state.x, b), yb)
-            details += getattr(attack, "last_results", None) or []
-            # verified here, whatever the attack claims
-            ok = m.logits(state.model, xa, state.batch_size).argmax(1) != yb.cpu()
+        chunks = _run_chunks(state, attack, name, seed, idx)
+        for j, b, xa, ok, det in chunks:  # in the global chunk order, whatever rank ran them
+            details += det
             rec["n_attacked"] += int(b.numel())
             rec["n_broken"] += int(ok.sum())
             robust[b[ok]] = False
             state.record(b, xa, ok, name)
+        done = sum(int(c[1].numel()) for c in chunks)
+        if done < idx.numel():
+            rec["status"] = f"cut by the time budget after {done} of {idx.numel()} samples"
+            state.cut.append({"attack": name, "seed": seed, "attacked": done, "of": int(idx.numel())})
         if details and hasattr(attack, "summarize"):
             rec["details"] = attack.summarize(details)
         rec["seconds"] = round(time.perf_counter() - t0, 3)
@@ -278,6 +273,32 @@ def _cascade(state: CascadeState, specs, seed, clean_correct):
         log.info("%s (seed %d): broke %d of %d in %.1fs", name, seed, rec["n_broken"], rec["n_attacked"],
                  rec["seconds"])
     return robust, records
+
+
+def _run_chunks(state: CascadeState, attack, name: str, seed: int, idx: torch.Tensor) -> list:
+    """Attack the samples ``idx`` in chunks of ``batch_size``: [(chunk number, indices, x_adv, broken,
+    per-example details)], sorted by chunk number.
+
+    Under torchrun the chunks are dealt round-robin to the ranks and gathered, so every rank ends with
+    the same list as one process: a chunk holds the same samples and its attack the same seed either
+    way, hence the same per-sample results whatever the number of processes."""
+    m = state.modality
+    rank, world = rank_world()
+    out = []
+    chunks = list(range(0, idx.numel(), state.batch_size))
+    for j in tqdm(range(rank, len(chunks), world), desc=f"{name} (seed {seed})",
+                  disable=not state.progress or rank != 0, leave=False):
+        if state.deadline is not None and time.perf_counter() > state.deadline:
+            break
+        b = idx[chunks[j]:chunks[j] + state.batch_size]
+        yb = state.y[b.to(state.y.device)]
+        xa = attack(state.model, m.take(state.x, b), yb)
+        ok = m.logits(state.model, xa, state.batch_size).argmax(1) != yb.cpu()  # verified here, whatever it claims
+        out.append((j, b, m.to_device(xa, "cpu") if world > 1 else xa, ok,
+                    list(getattr(attack, "last_results", None) or [])))
+    if world > 1:
+        out = [c for part in gather_objects(out) for c in part]
+    return sorted(out, key=lambda c: c[0])
 
 
 def _check_eps_list(eps_list, owner: str) -> list[float]:

@@ -76,8 +76,8 @@ class TextModality(Modality):
 
     def training_batches(self, x, y, model, cfg, *, rank, world, with_raw):
         from ..data.text import text_batches
-        return text_batches(list(x)[rank::world], y[rank::world], model.tokenizer, batch_size=cfg.batch_size,
-                            max_length=model.max_length, seed=cfg.seed, with_texts=with_raw)
+        return text_batches(list(x), y, model.tokenizer, batch_size=cfg.batch_size, max_length=model.max_length,
+                            seed=cfg.seed, with_texts=with_raw, rank=rank, world=world)
 
     def take(self, x, idx):
         return [x[i] for i in idx.tolist()]

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..checkpoint import CheckpointError, atomic_write_text, load_model, save_model
 from ..config import TrainConfig
+from ..distributed import gather_objects, init_from_env
 from ..modality import for_checkpoint, for_dataset
 from .objectives import create_objective, get_objective_class
 from .trainer import Trainer, TrainResult, progress_default
@@ -34,13 +35,33 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _distributed(device: torch.device) -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size()
+def _distributed(device: torch.device, timeout_s: float = 300.0) -> tuple[int, int]:
+    return init_from_env(device, timeout_s)
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """Hash of every parameter and buffer, in order: equal on every rank after a correct DDP run."""
+    import hashlib
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_ranks_agree(model: nn.Module, world: int) -> dict:
+    """Gather every rank's weight hash; ranks that diverged are an error, not a silent mix of models."""
+    mine = weights_sha256(model)
+    hashes = gather_objects(mine)
+    if len(set(hashes)) != 1:
+        raise RuntimeError(f"DDP ranks ended with different weights (sha256 per rank: {hashes}); the checkpoint "
+                           "holds rank 0's. This is a bug: please report it with the config.")
+    return {"world_size": world, "weights_sha256": mine, "ranks_agree": True}
+
+
+def elastic_restart() -> bool:
+    """True in a worker that torchrun restarted after a failure (``--max-restarts``)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
 
 
 def run_dir_for(cfg: TrainConfig) -> Path:
@@ -92,6 +113,8 @@ def place_model(model: nn.Module, cfg: TrainConfig, device: torch.device,
     model = model.to(device)
     wrapped = None
     if world > 1:
+        if cfg.sync_batchnorm:  # batch statistics over the global batch, not each rank's share
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                       else None)
     if cfg.compile:
@@ -110,7 +133,14 @@ def start_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = None,
           overwrite: bool = False) -> TrainResult:
-    """Train (or resume) a model as the config says; returns the history and the best epoch."""
+    """Train (or resume) a model as the config says; returns the history and the best epoch.
+
+    Under ``torchrun`` it trains with DistributedDataParallel: ``batch_size`` is the global batch,
+    each rank crafts adversarial examples for its share on the bare module, rank 0 writes the run
+    folder, and a worker restarted by ``--max-restarts`` resumes from the last finished epoch.
+    """
+    if elastic_restart() and (run_dir_for(cfg) / "state.safetensors").is_file():
+        resume, overwrite = True, False  # never wipe the run a failed worker left behind
     cfg, run_dir = open_run(cfg, resume=resume, overwrite=overwrite)
     modality = for_dataset(cfg.data)
     objective_cls = get_objective_class(cfg.method)
@@ -120,7 +150,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
                          f"Methods for {modality.name}: {', '.join(_methods_for(modality.name))}.")
     model_kw, data_kw = modality.data_options(cfg.model_args)
     device = resolve_device(cfg.device)
-    rank, world = _distributed(device)
+    rank, world = _distributed(device, cfg.ddp_timeout)
     # Everything that needs the data and the model is checked before the first step.
     ds = modality.load(cfg.data, data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed, **data_kw)
     x_train, y_train, x_val, y_val = modality.training_split(ds, cfg)
@@ -159,6 +189,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
             trainer.restore()
         result = trainer.fit()
         result.extra.update(params_doc)
+        if world > 1:
+            result.extra["ddp"] = check_ranks_agree(model, world)
     if world > 1:
         dist.barrier()
     return result

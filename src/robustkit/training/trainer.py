@@ -198,7 +198,7 @@ class Trainer:
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch + 1}, "
                                              f"batch {i + 1}; lower the learning rate or enable grad_clip")
-                scaled = loss / cfg.accumulate
+                scaled = loss * _share_weight(y.shape[0]) / cfg.accumulate
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             finally:
                 # Before any optimizer step, and even on failure: weights moved by before_step go back.
@@ -216,6 +216,7 @@ class Trainer:
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - t0
+        seen, sums = _reduce_across_ranks(seen, sums)
         out = {f"train_{k}": v / max(1, seen) for k, v in sums.items()}
         out.update({"epoch_seconds": seconds, "images_per_second": seen / max(1e-9, seconds)})
         return out
@@ -254,6 +255,32 @@ class Trainer:
             plot_curve(self.history, self.run_dir / "curve.png")
         except Exception as err:  # noqa: BLE001 - a failed plot must not kill a training run
             log.warning("could not draw the training curve: %s", err)
+
+
+def _share_weight(local_n: int) -> float:
+    """DDP averages the ranks' gradients; when their shares of a global batch differ in size (the last
+    batch of an epoch), weighting each rank's mean loss by world * local_n / global_n makes that average
+    the gradient of the global batch's mean loss, exactly as one process would compute it."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return 1.0
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    n = torch.tensor([float(local_n)], dtype=torch.float64, device=device)
+    dist.all_reduce(n)
+    return dist.get_world_size() * local_n / float(n)
+
+
+def _reduce_across_ranks(seen: int, sums: dict[str, float]) -> tuple[int, dict[str, float]]:
+    """Sum the epoch's sample counts and metric sums over DDP ranks (one all-reduce), so the logged
+    training loss and accuracy are the global epoch's, not rank 0's share."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return seen, sums
+    keys = sorted(sums)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([float(seen)] + [sums[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return int(t[0]), {k: float(v) for k, v in zip(keys, t[1:].tolist())}
 
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
