@@ -158,3 +158,18 @@ def test_elastic_restart_resumes_from_the_last_checkpoint(tmp_path):
     out, _ = job.communicate(timeout=180)
     assert job.returncode == 0, "\n".join(line for line in out.splitlines() if "Error" in line or "error" in line)[-4000:]
     assert [r["epoch"] for r in metrics(tmp_path / "el")] == list(range(5))
+
+
+def test_bad_distributed_settings_are_named():
+    from robustkit.config import TrainConfig
+    from robustkit.data.batches import tensor_batches
+    x, y = torch.rand(10, 1, 2, 2), torch.zeros(10, dtype=torch.long)
+    with pytest.raises(ValueError, match="'batch_size' parameter of TrainConfig is the global batch"):
+        tensor_batches(x, y, 5, 0, rank=0, world=2)
+    with pytest.raises(ValueError, match="'ddp_timeout' parameter of TrainConfig"):
+        TrainConfig(ddp_timeout=0)
+    # shares of one global batch: a stride each, their union the batch, equal step counts per rank
+    parts = [list(tensor_batches(torch.arange(10.).view(10, 1, 1, 1), y, 4, 0, rank=r, world=2)(0)) for r in (0, 1)]
+    assert len(parts[0]) == len(parts[1]) == 3
+    union = sorted(int(v) for p in parts for xb, _ in p for v in xb.flatten())
+    assert union == list(range(10))
