@@ -11,7 +11,7 @@ PYTEST_ARGS ?= -n 2
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,text]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,text,harden,export,serve]'
 	touch $(STAMP)
 
 venv: $(STAMP)
