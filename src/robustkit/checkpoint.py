@@ -28,11 +28,24 @@ class CheckpointError(ValueError):
     """The file is missing, corrupt, or not a robustkit checkpoint."""
 
 
+TMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it back at once (a CLI process is single-threaded here).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
+        # mkstemp creates 0600 files; a report or checkpoint should get the permissions any other file
+        # the user writes gets (0666 minus the umask), so that a team can read a shared run folder.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -55,10 +68,62 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def ensure_writable(folder: str | os.PathLike, *, need_bytes: int = 0) -> Path:
+    """Check, before hours of work, that ``folder`` can take the files the work will write.
+
+    Creates the folder, writes and removes a probe file, and compares the free space with
+    ``need_bytes``. Raises OSError with a message naming the folder.
+    """
+    import errno
+    import shutil
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=TMP_SUFFIX, dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+        free = shutil.disk_usage(folder).free
+    except OSError as err:
+        raise OSError(err.errno, f"The output folder {folder} is not writable ({err.strerror}); checked before the "
+                                 "work started", str(folder)) from None
+    if need_bytes and free < need_bytes:
+        raise OSError(errno.ENOSPC, f"The output folder {folder} has {free / 2**20:.0f} MiB free but this command "
+                                    f"writes about {need_bytes / 2**20:.0f} MiB; checked before the work started",
+                      str(folder))
+    return folder
+
+
+def clean_stale_tmp(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files a killed writer left in ``folder`` (``.<name>.<random>.tmp``).
+
+    Call it only while holding the folder (e.g. the run lock): a live writer's file would go too.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    gone = []
+    for p in folder.glob(f".*{TMP_SUFFIX}"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """A hash of names, dtypes, shapes and bytes: recorded at write time, checked at read time, so a
+    checkpoint damaged on disk (a flipped byte inside a tensor) is refused instead of silently used."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].detach().contiguous().cpu()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def write_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Atomically write tensors plus a JSON metadata document (the low-level format)."""
-    doc = {"format": FORMAT, "version": FORMAT_VERSION, **meta}
     clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    doc = {"format": FORMAT, "version": FORMAT_VERSION, **meta, "tensors_sha256": tensors_sha256(clean)}
     atomic_write_bytes(path, st_save(clean, metadata={META_KEY: json.dumps(doc)}))
 
 
@@ -85,6 +150,11 @@ def read_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     if int(meta.get("version", 0)) > FORMAT_VERSION:
         raise CheckpointError(f"{str(path)!r} was written by a newer robustkit (format version {meta['version']}); "
                               f"this one reads up to {FORMAT_VERSION}.")
+    want = meta.get("tensors_sha256")
+    if want is not None and tensors_sha256(tensors) != want:
+        raise CheckpointError(f"{str(path)!r} is corrupted: its tensors do not match the sha256 recorded when it "
+                              "was written (the file was damaged or edited after saving). Use another checkpoint "
+                              "(e.g. last.safetensors of the run) or retrain.")
     return tensors, meta
 
 
@@ -121,6 +191,11 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
     if meta.get("kind") != "model" or "model" not in meta:
         raise CheckpointError(f"{str(file)!r} is a robustkit {meta.get('kind')!r} file, not a model checkpoint.")
     spec = meta["model"]
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{str(file)!r} holds NaN or Inf weights in {', '.join(bad[:3])}"
+                              f"{' and more' if len(bad) > 3 else ''}: the training run diverged (try a smaller lr "
+                              "or gradient clipping) or the file was damaged. Use an earlier checkpoint.")
     model = build_from_spec(spec) if spec.get("family") else create_model(
         spec["name"], input_shape=spec["input_shape"], num_classes=spec["num_classes"], mean=spec.get("mean"),
         std=spec.get("std"), **spec.get("kwargs", {}))
@@ -138,6 +213,10 @@ def build_from_spec(spec: dict) -> nn.Module:
     """Hook for non-vision families (text models register a builder under their family name)."""
     family = spec["family"]
     builder = _FAMILY_BUILDERS.get(family)
+    if builder is None and family in _LAZY_FAMILIES:  # registered by importing its module
+        import importlib
+        importlib.import_module(_LAZY_FAMILIES[family])
+        builder = _FAMILY_BUILDERS.get(family)
     if builder is None:
         raise CheckpointError(f"Checkpoint model family {family!r} is not available in this installation "
                               f"(known: {sorted(_FAMILY_BUILDERS) or 'none'}).")
@@ -145,6 +224,8 @@ def build_from_spec(spec: dict) -> nn.Module:
 
 
 _FAMILY_BUILDERS: dict[str, Any] = {}
+#: Families whose builder registers itself when its module is imported (hardened: pruned/int8 models).
+_LAZY_FAMILIES = {"hardened": "robustkit.hardening.family"}
 
 
 def register_family(name: str, builder) -> None:

@@ -31,6 +31,18 @@ def _as_number(value):
     return value
 
 
+def check_run_name(name: Any, *, owner: str = "TrainConfig") -> None:
+    """A run name is one folder under out_dir: no separators, no '..', so it cannot escape it."""
+    if name is None:
+        return
+    bad = (not isinstance(name, str) or not name.strip() or name.startswith(".") or "/" in name or "\\" in name
+           or any(ch in name for ch in "\0\n\r"))
+    if bad:
+        raise ValueError(f"The 'name' parameter of {owner} must be a plain folder name (letters, digits, '-', '_', "
+                         f"'.'; no path separators, not starting with '.'). Got {name!r} instead. Choose the "
+                         "parent folder with out_dir (--out-dir).")
+
+
 @dataclass
 class TrainConfig:
     # run
@@ -43,6 +55,7 @@ class TrainConfig:
     data_dir: Optional[str] = None
     limit: Optional[int] = None
     val_size: float = 0.1
+    augment: Optional[str] = None  # images: "crop-flip" (the CIFAR recipe)
     # model
     model: str = "small-cnn"
     model_args: dict = field(default_factory=dict)
@@ -81,13 +94,15 @@ class TrainConfig:
     # several processes (torchrun): batch_size above is the global batch, split evenly across ranks
     sync_batchnorm: bool = False
     ddp_timeout: float = 300.0  # seconds a rank waits for the others before the job fails (no hang)
-    # logging
+    # logging: tensorboard beside the run; "log" mirrors it into trackers too (mlflow, wandb, tensorboard)
     tensorboard: bool = False
+    log: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> "TrainConfig":
+        check_run_name(self.name, owner="TrainConfig")
         self.eps = parse_fraction(self.eps, "eps")
         check_number(self.eps, "eps", owner="TrainConfig", low=0)
         check_number(self.seed, "seed", owner="TrainConfig", low=0, integer=True)
@@ -120,6 +135,16 @@ class TrainConfig:
             if not isinstance(getattr(self, name), dict):
                 raise TypeError(f"The '{name}' parameter of TrainConfig must be a mapping. "
                                 f"Got {getattr(self, name)!r} instead.")
+        if self.augment is not None:
+            check_choice(self.augment, "augment", ("crop-flip",), owner="TrainConfig")
+        if isinstance(self.log, str):
+            self.log = [v.strip() for v in self.log.split(",") if v.strip()]
+        if not isinstance(self.log, list):
+            raise TypeError(f"The 'log' parameter of TrainConfig must be a list of trackers. Got {self.log!r} instead.")
+        for tracker in self.log:
+            check_choice(tracker, "log", ("tensorboard", "mlflow", "wandb"), owner="TrainConfig")
+        if "tensorboard" in self.log:
+            self.tensorboard = True
         lam = self.method_args.get("lam")
         if lam is not None:
             check_number(lam, "method_args.lam", owner="TrainConfig", low=0)
@@ -141,7 +166,7 @@ class TrainConfig:
                 hint = f" Did you mean {close[0]!r}?" if close else ""
                 raise ValueError(f"Unknown key {key!r} in {source}.{hint} Known keys: {', '.join(known)}.")
         text_fields = {"name", "out_dir", "device", "data", "data_dir", "model", "init_from", "method", "norm",
-                       "optimizer", "schedule", "precision", "select_best_by", "co_guard"}
+                       "optimizer", "schedule", "precision", "select_best_by", "co_guard", "augment"}
         return cls(**{k: v if k in text_fields else _as_number(v) for k, v in d.items()})
 
     @classmethod

@@ -68,8 +68,16 @@ def test_threat_matches_the_modality():
 ])
 def test_vision_params_are_checked_at_the_boundary(name, bad, error):
     key = next(iter(bad))
+    threat = LINF if "linf" in attacks.get_class(name).norms else ThreatModel("l2", 1.0)
     with pytest.raises(error, match=f"The '{key}' parameter of {name} must be"):
-        attacks.create(name, LINF, **bad)
+        attacks.create(name, threat, **bad)
+
+
+def test_an_attack_refuses_a_norm_it_is_not_defined_for():
+    # cw-l2 minimizes an L2 distance; under linf its result would only be clipped into the box.
+    with pytest.raises(ValueError, match="'threat' parameter of cw-l2 must use the l2 norm.*Got norm='linf'"):
+        attacks.create("cw-l2", LINF)
+    assert attacks.create("cw-l2", ThreatModel("l2", 1.0)).threat.norm == "l2"
 
 
 def test_zero_step_is_allowed_in_a_zero_ball():

@@ -154,11 +154,17 @@ class Attack:
     name: ClassVar[str] = "attack"
     kind: ClassVar[str] = "white-box"  # "white-box" (uses gradients) | "black-box" (only predictions) | "discrete"
     modality: ClassVar[str] = "vision"  # what ``x`` is: "vision" tensors here, "text" for DiscreteAttack
+    norms: ClassVar[tuple[str, ...]] = ("linf", "l2")  # the threat norms the attack is defined for
 
     def __init__(self, threat: ThreatModel, *, seed: int = 0, model_mode: str = "eval"):
         if not isinstance(threat, ThreatModel):
             raise TypeError(f"The 'threat' parameter of {self.name} must be a robustkit.ThreatModel, e.g. "
                             f"ThreatModel('linf', 8/255); {self.modality} attacks need one. Got {threat!r} instead.")
+        if threat.norm not in self.norms:
+            raise ValueError(f"The 'threat' parameter of {self.name} must use the {' or '.join(self.norms)} norm: "
+                             f"{self.name} is defined for it only (under another norm its result would merely be "
+                             f"clipped into that ball). Got norm={threat.norm!r} instead; use --norm "
+                             f"{self.norms[0]}, or an attack for {threat.norm} (pgd, apgd-ce).")
         self.threat = threat
         self.seed = check_number(seed, "seed", owner=self.name, low=0, integer=True)
         self.model_mode = check_choice(model_mode, "model_mode", ("eval", "keep"), owner=self.name)
@@ -178,6 +184,12 @@ class Attack:
         if not callable(model):
             raise TypeError(f"The 'model' parameter of {self.name} must be a callable nn.Module. "
                             f"Got {type(model).__name__} instead.")
+        if self.kind == "white-box" and getattr(model, "robustkit_differentiable", True) is False:
+            raise ValueError(f"The 'model' parameter of {self.name} must give input gradients: {self.name} is a "
+                             f"white-box (gradient) attack, but {type(model).__name__} is marked non-differentiable "
+                             "(robustkit_differentiable=False, e.g. an ONNX model run by onnxruntime). Use a "
+                             "black-box attack (--attack square) or transfer from a differentiable surrogate "
+                             "(--surrogate MODEL).")
         check_inputs(x, y, bounds=self.threat.bounds, owner=self.name)
         y = y.long()
         if target is not None:

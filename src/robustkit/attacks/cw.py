@@ -21,6 +21,8 @@ from .registry import register_attack
 class CWL2(Attack):
     """Minimum-L2-norm attack with Adam and a binary search on the trade-off constant (Carlini & Wagner 2017)."""
 
+    norms = ("l2",)  # it minimizes an L2 distance: under linf it would be neither attack
+
     def __init__(self, threat, *, steps: int = 100, binary_search_steps: int = 5, initial_const: float = 1.0,
                  lr: float = 0.01, kappa: float = 0.0, **kw):
         super().__init__(threat, **kw)

@@ -9,8 +9,9 @@ from typing import List, Optional
 import typer
 
 from . import app
-from ._common import (DATA, DATA_DIR, EPS, JSON_OUT, LIMIT, NORM, SEED, TARGET, USER_ERRORS, VERBOSE, WHICH,
-                      Target, fail, load_target, parse_params, progress, setup_logging)
+from ._common import (ALLOW_DOWNLOAD, AMP, DEVICE, DATA, DATA_DIR, DATA_OPTION, EPS, JSON_OUT, LIMIT, MODEL_ARG, NORM, SEED, TARGET,
+                      USER_ERRORS, VERBOSE, WEIGHTS, WHICH, Target, fail, given, load_target, parse_params,
+                      progress, setup_logging)
 
 
 def _quick_model(model: str, data: str, data_dir: Optional[str], out: Path, epochs: int, seed: int,
@@ -55,6 +56,14 @@ def attack(
     batch_size: int = typer.Option(500),
     train_epochs: int = typer.Option(1, help="Epochs for the quick model when no checkpoint is given."),
     which: str = WHICH,
+    weights: Optional[str] = WEIGHTS,
+    allow_download: bool = ALLOW_DOWNLOAD,
+    model_arg: List[str] = MODEL_ARG,
+    data_option: List[str] = DATA_OPTION,
+    device: str = DEVICE,
+    amp: bool = AMP,
+    surrogate: Optional[str] = typer.Option(None, help="Craft on this surrogate model (any kind the first argument "
+                                                        "takes) and transfer; the default attack becomes transfer."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: <run folder>/attack-<name>)."),
     seed: int = SEED,
     json_out: bool = JSON_OUT,
@@ -62,7 +71,7 @@ def attack(
 ) -> None:
     """Attack a model on its dataset's evaluation split; prints clean and robust accuracy and the time taken."""
     from .. import attacks
-    from ..checkpoint import atomic_write_text
+    from ..checkpoint import atomic_write_text, ensure_writable
     from ..evaluation.robustness import attack_dataset
     setup_logging(verbose)
     if checkpoint is not None:
@@ -71,23 +80,34 @@ def attack(
         target = target or checkpoint
     try:
         if target is None and model is not None:
+            typer.secho(f"note: no checkpoint given: training {model} on {data or 'digits'} for {train_epochs} "
+                        f"epoch(s) (standard, no defence) to attack it; give a run folder to attack your own model.",
+                        fg=typer.colors.YELLOW, err=True)
             target = _quick_model(model, data or "digits", data_dir, out or Path("runs/attack"), train_epochs, seed,
                                   json_out)
-        t: Target = load_target(target, data, data_dir, seed, which)
+        t: Target = load_target(target, data, data_dir, seed, which, weights=weights, allow_download=allow_download,
+                              model_args=model_arg, data_options=data_option).place(device, amp)
         threat = t.threat(eps, norm)
-        name = attack_name or t.modality.presets["quick"][0][0]
         params = {k: v for k, v in {"steps": steps, "step_size": step_size, "restarts": restarts}.items()
                   if v is not None}
         params.update(parse_params(param))
+        if given(surrogate, None) is not None:  # transfer: craft on the surrogate, query the target for predictions
+            from ..models.foreign import load_any
+            params["surrogate"] = load_any(surrogate)[0].to(t.device)
+            name = attack_name or "transfer"
+        elif getattr(t.model, "robustkit_differentiable", True) is False:
+            name = attack_name or "square"  # no gradients: the black-box attack by default
+        else:
+            name = attack_name or t.modality.presets["quick"][0][0]
         atk = attacks.create(name, threat, seed=seed, **params)
         x, y = t.eval_split(limit)
+        folder = out or t.run_dir / f"attack-{name}"
+        ensure_writable(folder)  # found now, not after the attack
         t0 = time.perf_counter()
         details: list = []
         x_adv, pred_clean, pred_adv = attack_dataset(t.model, x, y, atk, batch_size=batch_size,
                                                      progress=progress(json_out), details=details)
         seconds = time.perf_counter() - t0
-        folder = out or t.run_dir / f"attack-{name}"
-        folder.mkdir(parents=True, exist_ok=True)
         files = t.modality.save_examples(folder, x, x_adv, y, pred_clean, pred_adv, t.ds.class_names)
     except USER_ERRORS as err:
         fail(err)

@@ -8,8 +8,9 @@ from typing import List, Optional
 import typer
 
 from . import app
-from ._common import (DATA, DATA_DIR, EPS, JSON_OUT, LIMIT, NORM, PRESET, SEED, SWEEP, TARGET, USER_ERRORS, VERBOSE,
-                      WHICH, fail, load_target, parse_list, parse_params, pct, progress, rank, setup_logging)
+from ._common import (ALLOW_DOWNLOAD, AMP, DEVICE, DATA, DATA_DIR, DATA_OPTION, EPS, JSON_OUT, LIMIT, MODEL_ARG, NORM, PRESET,
+                      SEED, SWEEP, TARGET, USER_ERRORS, VERBOSE, WEIGHTS, WHICH, fail, load_target, parse_list,
+                      parse_params, pct, progress, rank, setup_logging, write_or_rescue)
 
 
 def _ensemble(names: List[str], params: List[str]) -> Optional[list]:
@@ -36,9 +37,17 @@ def audit(
     certify_sigma: Optional[float] = typer.Option(None, help="Also certify with randomized smoothing (images)."),
     certify_n: int = typer.Option(1000, help="Noise samples per input for certification (N)."),
     certify_limit: int = typer.Option(100, help="Certify only the first N samples."),
-    surrogate: Optional[str] = typer.Option(None, help="Checkpoint of a surrogate model for a transfer attack."),
+    surrogate: Optional[str] = typer.Option(None, help="A surrogate model (any kind the first argument takes) for a "
+                                                        "transfer attack; how non-differentiable (ONNX) models are "
+                                                        "attacked besides Square."),
     limit: Optional[int] = LIMIT,
     which: str = WHICH,
+    weights: Optional[str] = WEIGHTS,
+    allow_download: bool = ALLOW_DOWNLOAD,
+    model_arg: List[str] = MODEL_ARG,
+    data_option: List[str] = DATA_OPTION,
+    device: str = DEVICE,
+    amp: bool = AMP,
     out: Optional[Path] = typer.Option(None, help="Output folder (default: the run folder)."),
     max_minutes: Optional[float] = typer.Option(None, help="Time budget; the report says what was cut."),
     seed: int = SEED,
@@ -51,36 +60,56 @@ def audit(
     """Audit a model: attack ensemble (per-sample worst case), sanity checks, eps sweep, noise and
     certification (images) -> audit.json, audit.md, audit.html."""
     from ..distributed import init_from_env
+    from ..checkpoint import ensure_writable
     from ..evaluation import run_audit, write_report
     setup_logging(verbose)
     try:
         init_from_env("cpu")  # under torchrun: the ranks share the attack batches (gloo)
         sweep_list, noise_list = parse_list(sweep, "sweep"), parse_list(noise, "noise")
-        t = load_target(target, data, data_dir, seed, which)
+        t = load_target(target, data, data_dir, seed, which, weights=weights, allow_download=allow_download,
+                        model_args=model_arg, data_options=data_option).place(device, amp)
         threat = t.threat(eps, norm)
         x, y = t.eval_split(limit)
+        if rank() == 0:  # found now, not after the attacks
+            ensure_writable(out or t.run_dir)
         sur = None
         if surrogate is not None:
-            from ..checkpoint import load_model
-            sur = load_model(surrogate)[0]
+            from ..models.foreign import load_any
+            sur = load_any(surrogate)[0].to(t.device)
+            if getattr(t.model, "robustkit_differentiable", True) is False and \
+                    getattr(t.model, "robustkit_float_twin", None) is None:
+                # A model without gradients (ONNX) has no float twin of its own: the surrogate is its transfer source.
+                t.model.robustkit_float_twin = lambda: sur
         doc = run_audit(t.model, x, y, threat, preset=preset, attacks=_ensemble(attack_names, param), seed=seed,
                         seeds=seeds, batch_size=batch_size, max_minutes=max_minutes, sweep=sweep_list,
                         noise_sigmas=noise_list, certify_sigma=certify_sigma, certify_n=certify_n,
                         certify_limit=certify_limit, surrogate=sur, class_names=t.ds.class_names,
                         checkpoint=t.checkpoint_doc(), data={"name": t.data_name, "split": "test", "limit": limit},
-                        gallery=examples, progress=progress(json_out))
+                        gallery=examples, progress=progress(json_out),
+                        # the gradient-masking checks attack the model with gradients: moot (and refused) without them
+                        sanity=getattr(t.model, "robustkit_differentiable", True) is not False)
         if rank() != 0:  # rank 0 writes and prints the report for the job
             return
-        paths = write_report(doc, out or t.run_dir)
+        paths = write_or_rescue(lambda: write_report(doc, out or t.run_dir), doc, "audit")
     except USER_ERRORS as err:
         fail(err)
         return
     if json_out:
         typer.echo(json.dumps(doc, indent=1))
-        return
-    for line in summary(doc):
-        typer.echo(line)
-    typer.echo(f"wrote {paths['json']}, {paths['markdown']}, {paths['html']}")
+    else:
+        for line in summary(doc):
+            typer.echo(line)
+        typer.echo(f"wrote {paths['json']}, {paths['markdown']}, {paths['html']}")
+    if doc["verdict"]["status"] == "fail":
+        # A number that the sanity checks reject must not pass a CI gate silently: exit 1, as `check` does.
+        typer.secho(f"sanity FAIL ({', '.join(doc['verdict']['failed'])}): the robust accuracy above is not "
+                    "trustworthy (gradient masking or a broken model); see the report's sanity section. Exit code 1.",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(SANITY_FAIL_EXIT)
+
+
+# Exit codes of `audit` (README "Audit"): 0 done, 1 done but the sanity checks failed, 2 bad input.
+SANITY_FAIL_EXIT = 1
 
 
 def summary(doc: dict) -> list[str]:

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from . import app
-from ._common import DATA, DATA_DIR, JSON_OUT, SEED, TARGET, USER_ERRORS, WHICH, fail, load_target, parse_list, progress
+from ._common import (ALLOW_DOWNLOAD, AMP, DATA, DATA_DIR, DATA_OPTION, DEVICE, JSON_OUT, MODEL_ARG, SEED, TARGET,
+                      USER_ERRORS, WEIGHTS, WHICH, fail, load_target, parse_list, progress)
 
 
 def render_markdown(res: dict) -> str:
@@ -34,6 +35,12 @@ def certify_cmd(
     radii: str = typer.Option("0,0.25,0.5,0.75,1.0", help="L2 radii to report certified accuracy at."),
     limit: int = typer.Option(100, help="Certify the first N evaluation samples."),
     which: str = WHICH,
+    weights: Optional[str] = WEIGHTS,
+    allow_download: bool = ALLOW_DOWNLOAD,
+    model_arg: List[str] = MODEL_ARG,
+    data_option: List[str] = DATA_OPTION,
+    device: str = DEVICE,
+    amp: bool = AMP,
     out: Optional[Path] = typer.Option(None, help="Folder for certify.json/.md (default: the run folder)."),
     seed: int = SEED,
     json_out: bool = JSON_OUT,
@@ -43,7 +50,8 @@ def certify_cmd(
     from ..evaluation import certify
     try:
         radii_list = parse_list(radii, "radii")
-        t = load_target(target, data, data_dir, seed, which)
+        t = load_target(target, data, data_dir, seed, which, weights=weights, allow_download=allow_download,
+                        model_args=model_arg, data_options=data_option).place(device, amp)
         if not t.modality.continuous:
             raise ValueError(f"Randomized-smoothing certification needs continuous inputs; {t.data_name!r} is "
                              f"{t.modality.name} data.")

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from . import app
-from ._common import DATA, DATA_DIR, JSON_OUT, SEED, TARGET, USER_ERRORS, WHICH, fail, load_target
+from ._common import (ALLOW_DOWNLOAD, AMP, DATA, DATA_DIR, DATA_OPTION, DEVICE, JSON_OUT, MODEL_ARG, SEED, TARGET,
+                      USER_ERRORS, WEIGHTS, WHICH, fail, load_target)
 
 
 @app.command()
@@ -17,6 +18,12 @@ def check(
     data_dir: Optional[str] = DATA_DIR,
     limit: int = typer.Option(256, help="Check on the first N evaluation samples."),
     which: str = WHICH,
+    weights: Optional[str] = WEIGHTS,
+    allow_download: bool = ALLOW_DOWNLOAD,
+    model_arg: List[str] = MODEL_ARG,
+    data_option: List[str] = DATA_OPTION,
+    device: str = DEVICE,
+    amp: bool = AMP,
     seed: int = SEED,
     json_out: bool = JSON_OUT,
 ) -> None:
@@ -24,7 +31,8 @@ def check(
     from ..checkpoint import atomic_write_text
     from ..evaluation import preflight, worst_status
     try:
-        t = load_target(target, data, data_dir, seed, which)
+        t = load_target(target, data, data_dir, seed, which, weights=weights, allow_download=allow_download,
+                        model_args=model_arg, data_options=data_option).place(device, amp)
         x, y = t.eval_split(limit)
         checks = preflight(t.model, x, y, bounds=tuple(t.ds.bounds) if getattr(t.ds, "bounds", None) else None)
     except USER_ERRORS as err:

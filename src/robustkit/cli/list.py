@@ -6,7 +6,7 @@ import json
 import typer
 
 from . import app
-from ._common import JSON_OUT
+from ._common import JSON_OUT, SEED
 
 
 def _first_sentence(doc: str | None) -> str:
@@ -15,8 +15,9 @@ def _first_sentence(doc: str | None) -> str:
 
 
 @app.command("list")
-def list_cmd(json_out: bool = JSON_OUT) -> None:
+def list_cmd(json_out: bool = JSON_OUT, seed: int = SEED) -> None:
     """Show the registered datasets, models, attacks, training methods and sanity checks."""
+    del seed  # every command takes --seed (scripts pass it everywhere); a listing draws nothing random
     from .. import attacks
     from ..data import dataset_info
     from ..evaluation.sanity import _CHECKS

@@ -26,9 +26,9 @@ def _moved(instead: str) -> None:
 
 
 @text_app.command("list")
-def text_list(json_out: bool = typer.Option(False, "--json")) -> None:
+def text_list(json_out: bool = typer.Option(False, "--json"), seed: int = typer.Option(0, "--seed")) -> None:
     _moved("robustkit list")
-    list_cmd(json_out=json_out)
+    list_cmd(json_out=json_out, seed=seed)
 
 
 @text_app.command("train")
@@ -38,11 +38,12 @@ def text_train(
     data_dir: Optional[str] = typer.Option(None),
     resume: bool = typer.Option(False, "--resume"),
     overwrite: bool = typer.Option(False, "--overwrite"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
     json_out: bool = typer.Option(False, "--json"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     _moved("robustkit train --config ... --set ...")
-    train_from_options(config, set_, {"data_dir": data_dir}, resume=resume, overwrite=overwrite, json_out=json_out,
+    train_from_options(config, set_, {"data_dir": data_dir, "seed": seed}, resume=resume, overwrite=overwrite, json_out=json_out,
                        verbose=verbose)
 
 

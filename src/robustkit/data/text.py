@@ -216,7 +216,11 @@ def load_sst2(*, data_dir=None, variant: str = "auto", on_empty: str = "error", 
                        source={"variant": used, "files": [str(tr), str(dv)]})
 
 
-def _table_loader(delimiter: str, name: str):
+def _table_loader(delimiter: str, name: str, reader=None):
+    """A loader for ``train.<name>`` + ``dev.<name>`` files (or one file for both); ``reader(path, text_column=,
+    label_column=, delimiter=, on_empty=)`` reads one file (default: :func:`read_table`)."""
+    read = reader or read_table
+
     def load(*, data_dir=None, text_column: str | int = "text", label_column: str | int = "label",
              labels: list | None = None, on_empty: str = "error", train_file: str | None = None,
              test_file: str | None = None, **_ignored) -> TextDataset:
@@ -236,7 +240,7 @@ def _table_loader(delimiter: str, name: str):
             if not p.is_file():
                 raise FileNotFoundError(f"Text data file {str(p)!r} does not exist.")
         kw = {"text_column": text_column, "label_column": label_column, "delimiter": delimiter, "on_empty": on_empty}
-        train, dev = read_table(tr, **kw), read_table(dv, **kw)
+        train, dev = read(tr, **kw), read(dv, **kw)
         label_set = [str(v) for v in labels] if labels else _sort_labels(train[1])
         if len(label_set) < 2:
             raise TextDataError(f"{str(tr)!r} holds a single label {label_set}; a classifier needs at least two.")
@@ -250,6 +254,111 @@ def _table_loader(delimiter: str, name: str):
 
 register_text_dataset("csv", "generic CSV text classification (text_column, label_column)")(_table_loader(",", "csv"))
 register_text_dataset("tsv", "generic TSV text classification (text_column, label_column)")(_table_loader("\t", "tsv"))
+
+
+def read_jsonl(path: Path, *, text_column: str | int = "text", label_column: str | int = "label", delimiter=None,
+               on_empty: str = "error") -> tuple[list[str], list[str], list[str]]:
+    """JSON Lines: one object per line with a text field and a label field (named by the column options)."""
+    import json
+    texts, labels, where = [], [], []
+    for n, line in enumerate(read_utf8(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        w = f"{path}:{n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise TextDataError(f"Line {w} is not valid JSON ({err.msg} at column {err.colno}).") from None
+        if not isinstance(row, dict):
+            raise TextDataError(f"Line {w} holds a JSON {type(row).__name__}; expected an object with fields "
+                                f"{text_column!r} and {label_column!r}.")
+        for col in (text_column, label_column):
+            if col not in row:
+                raise TextDataError(f"Line {w} has no field {col!r}; its fields are {sorted(row)}. Pass "
+                                    "text_column=/label_column= naming existing fields.")
+        if not isinstance(row[text_column], str):
+            raise TextDataError(f"Line {w}: field {text_column!r} must be a string. Got "
+                                f"{type(row[text_column]).__name__}.")
+        label = row[label_column]
+        if isinstance(label, bool) or not isinstance(label, (str, int)):
+            raise TextDataError(f"Line {w}: field {label_column!r} must be a string or an integer label. Got "
+                                f"{label!r}.")
+        t = _check_text(row[text_column], w, on_empty)
+        if t is None:
+            continue
+        texts.append(t)
+        labels.append(str(label).strip())
+        where.append(w)
+    if not texts:
+        raise TextDataError(f"{str(path)!r} holds no rows.")
+    return texts, labels, where
+
+
+register_text_dataset("jsonl", "generic JSON Lines text classification (text_column, label_column fields)")(
+    _table_loader("", "jsonl", reader=read_jsonl))
+
+
+@register_text_dataset("hf-disk", "a Hugging Face datasets folder written by save_to_disk (pip install datasets); "
+                                  "text_column, label_column, train_split, test_split")
+def load_hf_disk(*, data_dir=None, text_column: str = "text", label_column: str = "label", train_split: str = "train",
+                 test_split: str | None = None, on_empty: str = "error", labels: list | None = None,
+                 **_ignored) -> TextDataset:
+    """``datasets.load_from_disk(data_dir)`` (a DatasetDict with a training and an evaluation split). Class
+    names come from a ClassLabel feature when the label column has one, else from the sorted labels."""
+    check_choice(on_empty, "on_empty", ("error", "skip"), owner="hf-disk")
+    if data_dir is None or not Path(data_dir).is_dir():
+        raise FileNotFoundError(f"The hf-disk dataset needs --data-dir: the folder written by "
+                                f"DatasetDict.save_to_disk. Got {data_dir!r}.")
+    try:
+        import datasets as hf_datasets
+    except ModuleNotFoundError as err:
+        if err.name != "datasets":
+            raise
+        raise ModuleNotFoundError("The hf-disk dataset needs the optional package 'datasets': pip install "
+                                  "'robustkit[hf-datasets]' (or pip install datasets).") from None
+    try:
+        dd = hf_datasets.load_from_disk(str(data_dir))
+    except (OSError, ValueError) as err:
+        raise TextDataError(f"{str(data_dir)!r} is not a dataset folder written by save_to_disk ({err}).") from None
+    if not hasattr(dd, "keys"):
+        raise TextDataError(f"{str(data_dir)!r} holds a single split; save a DatasetDict with a {train_split!r} and an "
+                            "evaluation split (validation or test), e.g. ds.train_test_split(0.2).save_to_disk(...).")
+    splits = list(dd.keys())
+    test_split = test_split or next((s for s in ("validation", "test", "dev") if s in splits), None)
+    for split in (train_split, test_split):
+        if split is None or split not in splits:
+            raise TextDataError(f"{str(data_dir)!r} has splits {splits}; pass train_split=/test_split= naming a "
+                                "training and an evaluation split.")
+    parts = []
+    for split in (train_split, test_split):
+        ds = dd[split]
+        for col in (text_column, label_column):
+            if col not in ds.column_names:
+                raise TextDataError(f"Split {split!r} of {str(data_dir)!r} has no column {col!r}; its columns are "
+                                    f"{list(ds.column_names)}. Pass text_column=/label_column=.")
+        texts, raw, where = [], [], []
+        for i, (t, y) in enumerate(zip(list(ds[text_column]), list(ds[label_column]))):
+            w = f"{data_dir}[{split}][{i}]"
+            if not isinstance(t, str):
+                raise TextDataError(f"Row {w}: column {text_column!r} must hold strings. Got {type(t).__name__}.")
+            t = _check_text(t, w, on_empty)
+            if t is not None:
+                texts.append(t)
+                raw.append(str(y))
+                where.append(w)
+        parts.append((texts, raw, where))
+    feature = getattr(dd[train_split], "features", {}).get(label_column) if hasattr(dd[train_split], "features") \
+        else None
+    names = list(getattr(feature, "names", None) or [])
+    label_set = [str(v) for v in labels] if labels else ([str(i) for i in range(len(names))] if names
+                                                        else _sort_labels(parts[0][1]))
+    if len(label_set) < 2:
+        raise TextDataError(f"{str(data_dir)!r} holds a single label {label_set}; a classifier needs at least two.")
+    src = Path(data_dir)
+    return TextDataset("hf-disk", parts[0][0], _labels_to_ids(parts[0][1], parts[0][2], label_set, src), parts[1][0],
+                       _labels_to_ids(parts[1][1], parts[1][2], label_set, src), names or label_set,
+                       source={"files": [str(data_dir)], "splits": [train_split, test_split],
+                               "text_column": text_column, "label_column": label_column})
 
 
 # -- tokenization ---------------------------------------------------------------------------------------

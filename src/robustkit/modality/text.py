@@ -18,7 +18,8 @@ from .base import Modality
 
 #: model_args keys that configure the classifier; the rest of DATA_KEYS go to the dataset loader.
 MODEL_KEYS = ("max_length", "freeze_layers", "head", "dropout", "lora")
-DATA_KEYS = ("text_column", "label_column", "variant", "on_empty", "labels", "train_file", "test_file")
+DATA_KEYS = ("text_column", "label_column", "variant", "on_empty", "labels", "train_file", "test_file",
+             "train_split", "test_split")
 
 
 class TextModality(Modality):
@@ -76,6 +77,9 @@ class TextModality(Modality):
 
     def training_batches(self, x, y, model, cfg, *, rank, world, with_raw):
         from ..data.text import text_batches
+        if getattr(cfg, "augment", None):
+            raise ValueError(f"The 'augment' parameter ({cfg.augment!r}) is an image augmentation; text data takes "
+                             "none (for adversarial text augmentation use method: augment).")
         return text_batches(list(x), y, model.tokenizer, batch_size=cfg.batch_size, max_length=model.max_length,
                             seed=cfg.seed, with_texts=with_raw, rank=rank, world=world)
 

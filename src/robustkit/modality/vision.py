@@ -11,6 +11,10 @@ from ..threat import ThreatModel
 from .base import Modality, sha256_tensors
 
 
+#: model_args keys that go to the dataset loader (npz, npy, image folders), not to the network.
+DATA_KEYS = ("scale", "bounds", "classes", "x_key", "y_key", "x_test_key", "y_test_key")
+
+
 class VisionModality(Modality):
     name = "vision"
     continuous = True
@@ -30,6 +34,12 @@ class VisionModality(Modality):
     def eval_split(self, ds, limit=None):
         n = ds.x_test.shape[0] if limit is None else min(int(limit), ds.x_test.shape[0])
         return ds.x_test[:n], ds.y_test[:n]
+
+    def data_options(self, model_args):
+        # The array loaders' options (npz/npy: which arrays, value scale, bounds, class list) travel in
+        # model_args like the text loaders' do; every other key configures the network.
+        data = {k: v for k, v in model_args.items() if k in DATA_KEYS}
+        return {k: v for k, v in model_args.items() if k not in DATA_KEYS}, data
 
     def training_split(self, ds, cfg):
         reduced, x_val, y_val = ds.split_validation(cfg.val_size, seed=cfg.seed)
@@ -62,7 +72,11 @@ class VisionModality(Modality):
 
     def training_batches(self, x, y, model, cfg, *, rank, world, with_raw):
         from ..data.batches import tensor_batches
-        return tensor_batches(x, y, cfg.batch_size, cfg.seed, rank=rank, world=world)
+        batches = tensor_batches(x, y, cfg.batch_size, cfg.seed, rank=rank, world=world)
+        if getattr(cfg, "augment", None):
+            from ..data.augment import augmented
+            batches = augmented(batches, cfg.augment, cfg.seed)
+        return batches
 
     def size(self, x):
         return int(x.shape[0])

@@ -41,7 +41,16 @@ def create_model(name: str, *, input_shape: Sequence[int], num_classes: int, mea
     """Build ``Normalize(mean, std) -> network``; the network adapts to channels, size and classes.
 
     The returned module carries ``robustkit_spec`` (name and arguments) so a checkpoint can rebuild it.
+    A ``package.module:callable`` name builds the user's own network (``callable(**kwargs)``, given
+    ``num_classes``/``input_shape`` when it takes them) behind the same Normalize; its checkpoints
+    rebuild through the ``foreign`` family (:mod:`robustkit.models.foreign`).
     """
+    from .foreign import build_callable, is_callable_ref
+    if is_callable_ref(name) and name not in _MODELS:
+        c = int(input_shape[0])
+        return build_callable(name, kwargs, input_shape=list(input_shape), num_classes=num_classes,
+                              mean=list(mean) if mean is not None else [0.0] * c,
+                              std=list(std) if std is not None else [1.0] * c)
     if name not in _MODELS:
         raise unknown_name_error("model", name, _MODELS)
     if len(input_shape) != 3:

@@ -11,6 +11,7 @@ settings) so :func:`robustkit.checkpoint.load_model` rebuilds it from a checkpoi
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -228,7 +229,9 @@ def build_text_model(name: str, num_classes: int, *, head: str = "mean", dropout
     from transformers import AutoModel, AutoModelForSequenceClassification
     try:
         if head == "sequence-classification":
-            enc = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_classes)
+            with quiet_transformers():
+                enc = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_classes)
+            log.info("%s: the %d-class classification head is newly initialized (train it)", name, num_classes)
         else:
             enc = _auto_model_from_pretrained(AutoModel, source)
     except (OSError, ValueError) as err:
@@ -274,11 +277,31 @@ def _build_from_spec(spec: dict) -> TextClassifier:
     return model
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' progress bars and its coloured "LOAD REPORT" while loading weights.
+
+    Its ANSI escapes and carriage returns end up as noise in log files; what matters from the report
+    (a newly initialized classification head) is logged by us as one plain line instead.
+    """
+    from transformers.utils import logging as hf_logging
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def _auto_model_from_pretrained(auto, source):
-    try:  # BERT-like encoders: the unused pooler would only hold untrained weights
-        return auto.from_pretrained(source, add_pooling_layer=False)
-    except TypeError:
-        return auto.from_pretrained(source)
+    with quiet_transformers():
+        try:  # BERT-like encoders: the unused pooler would only hold untrained weights
+            return auto.from_pretrained(source, add_pooling_layer=False)
+        except TypeError:
+            return auto.from_pretrained(source)
 
 
 def _auto_model_from_config(auto, config):

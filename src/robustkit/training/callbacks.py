@@ -88,3 +88,16 @@ class CatastrophicOverfittingGuard(Callback):
         log.warning("%s Rolled back to the best checkpoint and halved the attack step size (co_guard=lower-step).",
                     msg)
         return None
+
+
+class EpochHook(Callback):
+    """Calls ``fn(row)`` once each epoch's files are written: the CLI prints one line per epoch from it,
+    so a run whose output goes to a log file (no TTY, no progress bar) is observable while it runs."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_epoch_end(self, trainer, epoch, row):
+        if trainer.is_main:
+            self.fn(dict(row))
+        return None

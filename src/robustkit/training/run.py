@@ -7,32 +7,31 @@ the run folder.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..checkpoint import CheckpointError, atomic_write_text, load_model, save_model
+from ..checkpoint import (CheckpointError, atomic_write_text, clean_stale_tmp, ensure_writable, load_model,
+                          save_model)
 from ..config import TrainConfig
+from ..device import amp_precision, resolve_device  # noqa: F401 - re-exported
 from ..distributed import gather_objects, init_from_env
 from ..modality import for_checkpoint, for_dataset
+from .callbacks import EpochHook
 from .objectives import create_objective, get_objective_class
+from .runlock import RunLock
+from .tracking import make_trackers
 from .trainer import Trainer, TrainResult, progress_default
 from .validation import validator
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    return torch.device(name)
 
 
 def _distributed(device: torch.device, timeout_s: float = 300.0) -> tuple[int, int]:
@@ -74,21 +73,83 @@ def check_model_fits_data(model_spec: dict, data_spec: dict, source: str) -> Non
     for_checkpoint({"data": data_spec, "model": model_spec}).check_model_fits(model_spec, data_spec, source)
 
 
-def open_run(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> tuple[TrainConfig, Path]:
+# Keys a resumed run may change: they do not alter what the finished epochs computed. A longer
+# `epochs` stretches the learning-rate schedule over the new length (said in the log).
+SAFE_ON_RESUME = ("epochs", "device", "data_dir", "eval_batch_size", "ddp_timeout", "tensorboard", "log")
+# Keys that locate the run folder itself: equal by construction when the folder was found.
+_LOCATION_KEYS = ("name", "out_dir")
+
+
+def _resume_config(saved: TrainConfig, given: TrainConfig, given_keys) -> tuple[TrainConfig, list[str]]:
+    """The saved config, with the safe changes the caller asked for applied; conflicting ones refused."""
+    keys = given.field_names() if given_keys is None else list(given_keys)
+    conflicts, applied = [], []
+    for key in keys:
+        if key in _LOCATION_KEYS or key not in saved.field_names():
+            continue
+        want, have = getattr(given, key), getattr(saved, key)
+        if want == have:
+            continue
+        if key in SAFE_ON_RESUME:
+            applied.append(f"{key}: {have!r} -> {want!r}")
+            setattr(saved, key, want)
+        else:
+            conflicts.append(f"{key}={want!r} (saved: {have!r})")
+    if conflicts:
+        raise ValueError(f"Cannot resume with settings that differ from the run's saved config: "
+                         f"{', '.join(conflicts)}. A resumed run keeps its config (only "
+                         f"{', '.join(SAFE_ON_RESUME)} may change); drop those settings, or start a new run "
+                         "with another name.")
+    saved.validate()
+    return saved, applied
+
+
+def open_run(cfg: TrainConfig, *, resume: bool, overwrite: bool, given_keys=None,
+             notes: list[str] | None = None) -> tuple[TrainConfig, Path]:
     """Validate ``cfg`` and find its run folder; on resume the folder's saved config wins.
 
     Refuses to start over a folder that holds a run unless asked to: losing hours of training to a
-    reused name is the worst outcome of a typo.
+    reused name is the worst outcome of a typo. On resume, settings that differ from the saved config
+    are refused by name unless they are safe to change (``SAFE_ON_RESUME``); ``given_keys`` names the
+    settings the caller set explicitly (None: every field of ``cfg``). What a resume changed or lost is
+    appended to ``notes`` (and logged as a warning).
     """
     cfg.validate()
     run_dir = run_dir_for(cfg)
+    log_notes = notes is None  # a caller that collects the notes shows them itself
+    notes = [] if notes is None else notes
     if resume:
         if not (run_dir / "state.safetensors").is_file():
             raise FileNotFoundError(f"Cannot resume: {run_dir} holds no state.safetensors (no finished epoch).")
-        cfg = TrainConfig.from_yaml(run_dir / "config.yaml")
-    elif (run_dir / "state.safetensors").is_file() and not overwrite:
-        raise FileExistsError(f"Run folder {run_dir} already holds a run. Use --resume to continue it, "
-                              "--overwrite to start again, or another --name.")
+        if not (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"Cannot resume: {run_dir} holds no config.yaml (the run's saved config).")
+        saved = TrainConfig.from_yaml(run_dir / "config.yaml")
+        cfg, applied = _resume_config(saved, cfg, given_keys)
+        notes += [f"changed on resume: {a}" for a in applied]
+        if not (run_dir / "metrics.jsonl").is_file():
+            notes.append(f"{run_dir / 'metrics.jsonl'} is missing: the finished epochs' metrics are lost, the "
+                         "history restarts at the resumed epoch")
+        if applied and int(os.environ.get("RANK", "0")) == 0:  # the folder's config says what the run now is
+            atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+        for n in notes if log_notes else ():
+            log.warning("%s", n)
+        return cfg, run_dir
+    hint = ("Continue it (--resume; resume=True in Python), start again (--overwrite; overwrite=True), or use "
+            "another name (--name; TrainConfig(name=...)).")
+    if (run_dir / "state.safetensors").is_file() and not overwrite:
+        raise FileExistsError(f"Run folder {run_dir} already holds a run. {hint}")
+    if not overwrite and run_dir.is_dir():
+        from ..checkpoint import TMP_SUFFIX
+        from .runlock import LOCK_NAME
+        held = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME and not p.name.endswith(TMP_SUFFIX))
+        if held:
+            raise FileExistsError(
+                f"Run folder {run_dir} already holds files ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}) "
+                "but no finished epoch (no state.safetensors): a run stopped before its first epoch ended, or the "
+                "folder is not a run. Start again there (--overwrite; overwrite=True in Python) or use another "
+                "name (--name).")
+    if cfg.name is None:  # record the name the folder got, not null
+        cfg = dataclasses.replace(cfg, name=run_dir.name)
     return cfg, run_dir
 
 
@@ -123,8 +184,13 @@ def place_model(model: nn.Module, cfg: TrainConfig, device: torch.device,
 
 
 def start_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
-    """Create the run folder; a fresh run clears a previous run's files and writes its resolved config."""
+    """Create the run folder; a fresh run clears a previous run's files and writes its resolved config.
+
+    Call it holding the folder's :class:`RunLock`: it removes the temporary files a killed writer left.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in clean_stale_tmp(run_dir):
+        log.info("removed %s, left by a killed writer", stale)
     if not resume:
         for stale in ("metrics.jsonl", "best.safetensors", "last.safetensors", "state.safetensors"):
             (run_dir / stale).unlink(missing_ok=True)
@@ -132,16 +198,34 @@ def start_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = None,
-          overwrite: bool = False) -> TrainResult:
+          overwrite: bool = False, given_keys=None, notes: list[str] | None = None,
+          on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
     """Train (or resume) a model as the config says; returns the history and the best epoch.
 
     Under ``torchrun`` it trains with DistributedDataParallel: ``batch_size`` is the global batch,
     each rank crafts adversarial examples for its share on the bare module, rank 0 writes the run
     folder, and a worker restarted by ``--max-restarts`` resumes from the last finished epoch.
+
+    The run folder is locked for the run (:class:`~robustkit.training.runlock.RunLock`): a second
+    writer, or ``overwrite`` of a live run, is refused. ``on_epoch(row)`` is called after each epoch.
     """
     if elastic_restart() and (run_dir_for(cfg) / "state.safetensors").is_file():
         resume, overwrite = True, False  # never wipe the run a failed worker left behind
-    cfg, run_dir = open_run(cfg, resume=resume, overwrite=overwrite)
+    resolve_device(cfg.device)  # a device this machine lacks: an error before any folder is touched
+    cfg, run_dir = open_run(cfg, resume=resume, overwrite=overwrite, given_keys=given_keys, notes=notes)
+    # Rank 0 alone writes the folder, so it alone holds the lock (torchrun sets RANK before we start).
+    lock = RunLock(run_dir) if int(os.environ.get("RANK", "0")) == 0 else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _train_locked(cfg, run_dir, resume=resume, progress=progress, on_epoch=on_epoch)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(cfg: TrainConfig, run_dir: Path, *, resume: bool, progress: bool | None,
+                  on_epoch: Callable[[dict], None] | None) -> TrainResult:
     modality = for_dataset(cfg.data)
     objective_cls = get_objective_class(cfg.method)
     if modality.name not in objective_cls.modalities:
@@ -164,6 +248,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
             load_init(model, cfg, data_spec=ds.spec())
         model, ddp = place_model(model, cfg, device, world)
         if rank == 0:
+            # last + best checkpoints and the state file (weights and two optimizer moments): about five
+            # copies of the weights; found short before the first epoch, not after it.
+            weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+            ensure_writable(run_dir, need_bytes=5 * weight_bytes + (1 << 20))
             start_run_dir(run_dir, cfg, resume)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         params_doc = {"trainable_parameters": trainable, "total_parameters": sum(p.numel() for p in model.parameters())}
@@ -185,9 +273,20 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         trainer = Trainer(cfg, model, objective, batches, validate, save_fn, run_dir, device=device,
                           progress=progress_default() if progress is None else progress, is_main=rank == 0,
                           ddp_model=ddp)
+        if on_epoch is not None:
+            trainer.callbacks.append(EpochHook(on_epoch))
+        trackers = make_trackers(cfg, run_dir) if rank == 0 else []
+        trainer.callbacks += trackers
         if resume:
             trainer.restore()
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except BaseException:
+            for t in trackers:
+                t.finish("FAILED")
+            raise
+        for t in trackers:
+            t.finish()
         result.extra.update(params_doc)
         if world > 1:
             result.extra["ddp"] = check_ranks_agree(model, world)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from ..checkpoint import atomic_write_text, _unwrap
+from ..checkpoint import CheckpointError, atomic_write_text, _unwrap
 from ..config import TrainConfig
 from .callbacks import Callback, CatastrophicOverfittingGuard
 from .objectives import Objective
@@ -131,8 +131,15 @@ class Trainer:
     def restore(self) -> None:
         state_path = self.run_dir / "state.safetensors"
         model_state, opt_tensors, meta, rng = load_state(state_path)
-        self.model.load_state_dict(model_state)
-        unflatten_optimizer(self.optimizer, opt_tensors, meta["optimizer"])
+        try:
+            self.model.load_state_dict(model_state)
+            unflatten_optimizer(self.optimizer, opt_tensors, meta["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(
+                f"Cannot resume {self.run_dir}: the saved training state does not fit the model and optimizer this "
+                f"config builds now ({first}). The model or its code changed since the run was saved; resume with "
+                "the code that wrote it, or start a new run (--overwrite or another --name).") from None
         info = meta["info"]
         self.start_epoch, self.step = info["epoch"] + 1, info["step"]
         self.best = info.get("best")
