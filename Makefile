@@ -18,6 +18,8 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m robustkit demo --out runs/demo
+	@echo; echo 'Serve the Fast-AT demo model, then query it from another shell:'
+	@$(PY) -m robustkit serve runs/demo/fast --no-auth --print-example
 
 test: $(STAMP)
 	ROBUSTKIT_DATA=$(DATA) $(PY) -m pytest $(PYTEST_ARGS)
