@@ -24,10 +24,27 @@ from .registry import register_attack
 
 
 def _checkpoints(steps: int) -> list[int]:
-    p = [0.0, 0.22]
-    while p[-1] < 1:
-        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    return sorted({math.ceil(q * steps) for q in p[1:] if math.ceil(q * steps) < steps})
+    """Iterations after which the step size may halve: the paper's p_0 = 0, p_1 = 0.22,
+    p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), in whole iterations as the reference code counts
+    them (first check after 22% of the steps, each interval 3% shorter, never under 6%). Integer
+    arithmetic: ceil(0.57 * 100) on floats gives 58, not the paper's 57."""
+    interval = max(int(0.22 * steps), 1)
+    shrink, shortest = max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    out, at = [], interval
+    while at < steps:
+        out.append(at)
+        interval = max(interval - shrink, shortest)
+        at += interval
+    return out
+
+
+@torch.no_grad()
+def target_classes(model, x: torch.Tensor, y: torch.Tensor, n: int) -> list[torch.Tensor]:
+    """The ``n`` most likely wrong classes of each clean input, most likely first (one tensor per rank)."""
+    logits = model(x).float().clone()
+    logits[torch.arange(len(y), device=logits.device), y.to(logits.device)] = float("-inf")
+    order = logits.argsort(dim=1, descending=True)
+    return [order[:, k] for k in range(min(n, logits.shape[1] - 1))]
 
 
 class _APGD(Attack):
@@ -52,12 +69,10 @@ class _APGD(Attack):
     def _perturb(self, model, x, y, target, generator):
         best = BestTracker(x)
         if self.targeted and target is None:
-            # AutoAttack's APGD-T: for k = 2..n+1, target the k-th most likely class of the clean input.
-            with torch.no_grad():
-                order = model(x).sort(dim=1).indices
-            n_classes = order.shape[1]
-            for k in range(2, min(self.n_target_classes + 1, n_classes) + 1):
-                targets = order[:, -k]
+            # AutoAttack's APGD-T: target the k-th most likely *wrong* class of the clean input, k = 1..n.
+            # (AutoAttack takes the k-th largest logit for k = 2..n+1, which is the same on the correctly
+            # classified points it attacks; excluding y keeps it right on any point.)
+            for targets in target_classes(model, x, y, self.n_target_classes):
                 self._run_restarts(model, x, y, targets, generator, best, success_target=None)
         else:
             self._run_restarts(model, x, y, target, generator, best, success_target=target)
