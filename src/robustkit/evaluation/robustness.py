@@ -12,6 +12,7 @@ Example::
 """
 from __future__ import annotations
 
+import json
 import logging
 import statistics
 import time
@@ -127,7 +128,7 @@ def _kind(name: str) -> str:
 def evaluate(model, x, y: torch.Tensor, threat, preset: str = "quick", *,
              seed: int = 0, batch_size: int = 256, max_minutes: float | None = None, seeds: int = 1,
              attacks: list[tuple[str, dict]] | None = None, surrogate=None, progress: bool = False,
-             ) -> RobustnessResult:
+             state_dir=None) -> RobustnessResult:
     """Worst-case accuracy of ``model`` on (x, y) under ``threat``, per sample, over a preset ensemble.
 
     Args:
@@ -142,6 +143,10 @@ def evaluate(model, x, y: torch.Tensor, threat, preset: str = "quick", *,
       max_minutes: time budget; attacks (or batches) not reached are listed in ``result.cut``.
       attacks: an explicit [(name, params), ...] ensemble instead of the preset's.
       surrogate: a model to craft transfer attacks on (appended to the ensemble).
+      state_dir: a folder for resumable state (:mod:`robustkit.evaluation.resume`): every finished
+        chunk is saved there; a re-run of the same evaluation reads them back and gives the same
+        per-sample results; a different model, data, threat, ensemble, seeds or batch size is refused.
+        The folder is removed when the evaluation completes.
 
     Models without usable input gradients (quantized, detached, non-differentiable) are audited with
     the black-box attacks only (Square is added if the ensemble has none) and ``result.mode`` says so.
@@ -180,9 +185,17 @@ def evaluate(model, x, y: torch.Tensor, threat, preset: str = "quick", *,
                              "white-box attacks are skipped and the model is audited with black-box/transfer attacks.")
                 if not any(_kind(n) == "black-box" and n != "noise" for n, _ in specs):
                     specs.append(("square", {"n_queries": 5000}))
+        store = None
+        if state_dir is not None:
+            from .resume import AuditState, weights_fingerprint
+            store = AuditState(state_dir, {
+                "model": weights_fingerprint(model), "data": modality.fingerprint(x, y), "threat": threat.to_dict(),
+                "ensemble": json.loads(json.dumps(specs, default=lambda o: type(o).__name__)), "mode": mode,
+                "seeds": [seed + k for k in range(seeds)], "batch_size": batch_size})
         state = CascadeState(modality=modality, model=model, x=x, y=y, threat=threat, batch_size=batch_size,
                              mode=mode, deadline=deadline, progress=progress, robust_all=clean_correct.clone(),
-                             x_adv=modality.copy(x), broken_by=[None if c else "clean" for c in clean_correct.tolist()])
+                             x_adv=modality.copy(x), broken_by=[None if c else "clean" for c in clean_correct.tolist()],
+                             store=store)
         records, per_seed = [], []
         for k in range(seeds):
             robust_k, recs = _cascade(state, specs, seed + k, clean_correct)
@@ -190,6 +203,11 @@ def evaluate(model, x, y: torch.Tensor, threat, preset: str = "quick", *,
             state.robust_all &= robust_k
             records.extend(recs)
         adv_logits = modality.logits(model, state.x_adv, batch_size)
+    if store is not None:
+        if store.resumed_chunks:
+            notes.append(f"Resumed: {store.resumed_chunks} chunk(s) were read back from {store.folder}.")
+        if not state.cut and rank_world()[0] == 0:
+            store.finish()
     adv_probs = adv_logits.softmax(1)
     if state.cut:
         notes.append("The time budget cut part of the ensemble: the robust accuracy is an upper bound.")
@@ -226,6 +244,7 @@ class CascadeState:
     x_adv: object                     # per sample: the example that broke it, else the last failed candidate
     broken_by: list                   # per sample: "clean", the first attack that broke it, or None
     cut: list = field(default_factory=list)
+    store: object = None              # an AuditState when the evaluation is resumable
 
     def record(self, idx: torch.Tensor, x_cand, broken: torch.Tensor, name: str) -> None:
         """Keep the candidates of samples ``idx``; the first attack that breaks a sample names it."""
@@ -244,7 +263,7 @@ def _cascade(state: CascadeState, specs, seed, clean_correct):
     """One pass of the ensemble with one seed: each attack only on the samples still robust in this pass."""
     robust = clean_correct.clone()
     records = []
-    for name, params in specs:
+    for position, (name, params) in enumerate(specs):
         attack = attack_registry.create(name, state.threat, seed=seed, **params)
         rec = {"name": name, "kind": _kind(name), "params": attack.params(), "seed": seed, "n_attacked": 0,
                "n_broken": 0, "seconds": 0.0, "status": "ran"}
@@ -255,7 +274,7 @@ def _cascade(state: CascadeState, specs, seed, clean_correct):
         idx = robust.nonzero().squeeze(1)
         t0 = time.perf_counter()
         details = []
-        chunks = _run_chunks(state, attack, name, seed, idx)
+        chunks = _run_chunks(state, attack, name, seed, idx, key=f"s{seed}-a{position}")
         for j, b, xa, ok, det in chunks:  # in the global chunk order, whatever rank ran them
             details += det
             rec["n_attacked"] += int(b.numel())
@@ -275,7 +294,7 @@ def _cascade(state: CascadeState, specs, seed, clean_correct):
     return robust, records
 
 
-def _run_chunks(state: CascadeState, attack, name: str, seed: int, idx: torch.Tensor) -> list:
+def _run_chunks(state: CascadeState, attack, name: str, seed: int, idx: torch.Tensor, key: str = "") -> list:
     """Attack the samples ``idx`` in chunks of ``batch_size``: [(chunk number, indices, x_adv, broken,
     per-example details)], sorted by chunk number.
 
@@ -291,11 +310,18 @@ def _run_chunks(state: CascadeState, attack, name: str, seed: int, idx: torch.Te
         if state.deadline is not None and time.perf_counter() > state.deadline:
             break
         b = idx[chunks[j]:chunks[j] + state.batch_size]
+        saved = state.store.load(f"{key}-c{j}", b, m) if state.store is not None else None
+        if saved is not None:  # finished before the audit was stopped: same seed, same samples, same result
+            xa, ok, details = saved
+            out.append((j, b, xa if world > 1 else m.to_device(xa, getattr(state.x, "device", "cpu")), ok, details))
+            continue
         yb = state.y[b.to(state.y.device)]
         xa = attack(state.model, m.take(state.x, b), yb)
         ok = m.logits(state.model, xa, state.batch_size).argmax(1) != yb.cpu()  # verified here, whatever it claims
-        out.append((j, b, m.to_device(xa, "cpu") if world > 1 else xa, ok,
-                    list(getattr(attack, "last_results", None) or [])))
+        details = list(getattr(attack, "last_results", None) or [])
+        if state.store is not None:
+            state.store.save(f"{key}-c{j}", b, xa, ok, details, m)
+        out.append((j, b, m.to_device(xa, "cpu") if world > 1 else xa, ok, details))
     if world > 1:
         out = [c for part in gather_objects(out) for c in part]
     return sorted(out, key=lambda c: c[0])

@@ -95,6 +95,13 @@ class Modality:
     def to_device(self, x, device):
         return x
 
+    def chunk_inputs_to_file(self, x) -> tuple[dict[str, torch.Tensor], dict]:
+        """A chunk of (adversarial) inputs as (tensors, JSON document), for a resumable audit's state."""
+        return {"x_adv": x.detach().cpu().contiguous()}, {}
+
+    def chunk_inputs_from_file(self, tensors: dict[str, torch.Tensor], doc: dict):
+        return tensors["x_adv"]
+
     # -- reports --------------------------------------------------------------------------------------
     def fingerprint(self, x, y: torch.Tensor) -> str:
         raise NotImplementedError

@@ -83,6 +83,12 @@ class TextModality(Modality):
         return text_batches(list(x), y, model.tokenizer, batch_size=cfg.batch_size, max_length=model.max_length,
                             seed=cfg.seed, with_texts=with_raw, rank=rank, world=world)
 
+    def chunk_inputs_to_file(self, x):
+        return {}, {"x_adv": list(x)}
+
+    def chunk_inputs_from_file(self, tensors, doc):
+        return list(doc["x_adv"])
+
     def take(self, x, idx):
         return [x[i] for i in idx.tolist()]
 
