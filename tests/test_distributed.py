@@ -134,10 +134,11 @@ def test_killed_rank_fails_fast_and_the_run_resumes_with_1_then_2_processes(tmp_
     # resume with 1 process for one more epoch, then with 2 processes to the end (same global batch)
     cfg = (run / "config.yaml").read_text()
     (run / "config.yaml").write_text(cfg.replace("epochs: 10", f"epochs: {done + 1}"))
-    r1 = robustkit([*TRAIN, "--out-dir", str(tmp_path), "--name", "cut", "--resume"])
+    # A resume names only the run: the saved config wins (settings that differ from it would be refused).
+    r1 = robustkit(["train", "--out-dir", str(tmp_path), "--name", "cut", "--resume"])
     assert r1.returncode == 0, r1.stdout + r1.stderr
     (run / "config.yaml").write_text(cfg)
-    r2 = robustkit([*TRAIN, "--out-dir", str(tmp_path), "--name", "cut", "--resume"], nproc=2)
+    r2 = robustkit(["train", "--out-dir", str(tmp_path), "--name", "cut", "--resume"], nproc=2)
     assert r2.returncode == 0, r2.stdout + r2.stderr
     mr, mc = metrics(tmp_path / "ref"), metrics(run)
     assert [r["epoch"] for r in mc] == list(range(10))

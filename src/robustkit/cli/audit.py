@@ -8,9 +8,9 @@ from typing import List, Optional
 import typer
 
 from . import app
-from ._common import (ALLOW_DOWNLOAD, AMP, DEVICE, DATA, DATA_DIR, DATA_OPTION, EPS, JSON_OUT, LIMIT, MODEL_ARG, NORM, PRESET,
-                      SEED, SWEEP, TARGET, USER_ERRORS, VERBOSE, WEIGHTS, WHICH, fail, load_target, parse_list,
-                      parse_params, pct, progress, rank, setup_logging, write_or_rescue)
+from ._common import (ALLOW_DOWNLOAD, AMP, DATA, DATA_DIR, DATA_OPTION, DEVICE, EPS, JSON_OUT, LIMIT, MODEL_ARG, NORM,
+                      PRESET, SEED, SWEEP, TARGET, USER_ERRORS, VERBOSE, WEIGHTS, WHICH, fail, given, load_target,
+                      parse_list, parse_params, pct, progress, rank, setup_logging, write_or_rescue)
 
 
 def _ensemble(names: List[str], params: List[str]) -> Optional[list]:
@@ -54,6 +54,8 @@ def audit(
     seeds: int = typer.Option(1, help="Repeat the randomized attacks with K seeds; worst case + spread."),
     batch_size: int = typer.Option(256),
     examples: int = typer.Option(8, help="Example pairs in the report's gallery."),
+    fresh: bool = typer.Option(False, "--fresh", help="Discard the saved state of an interrupted audit and start "
+                                                       "over (by default a re-run resumes it)."),
     json_out: bool = JSON_OUT,
     verbose: bool = VERBOSE,
 ) -> None:
@@ -72,6 +74,12 @@ def audit(
         x, y = t.eval_split(limit)
         if rank() == 0:  # found now, not after the attacks
             ensure_writable(out or t.run_dir)
+        # Each finished chunk of the cascade is saved here: a killed audit re-run with the same command
+        # resumes; a different model, data, eps or preset refuses the folder (--fresh starts over).
+        state_dir = Path(out or t.run_dir) / ".audit-state"
+        if given(fresh, False) and rank() == 0:
+            import shutil
+            shutil.rmtree(state_dir, ignore_errors=True)
         sur = None
         if surrogate is not None:
             from ..models.foreign import load_any
@@ -85,7 +93,7 @@ def audit(
                         noise_sigmas=noise_list, certify_sigma=certify_sigma, certify_n=certify_n,
                         certify_limit=certify_limit, surrogate=sur, class_names=t.ds.class_names,
                         checkpoint=t.checkpoint_doc(), data={"name": t.data_name, "split": "test", "limit": limit},
-                        gallery=examples, progress=progress(json_out),
+                        gallery=examples, progress=progress(json_out), state_dir=state_dir,
                         # the gradient-masking checks attack the model with gradients: moot (and refused) without them
                         sanity=getattr(t.model, "robustkit_differentiable", True) is not False)
         if rank() != 0:  # rank 0 writes and prints the report for the job
@@ -118,7 +126,12 @@ def summary(doc: dict) -> list[str]:
              f"clean accuracy  {pct(ev['clean_accuracy'])}", f"robust accuracy {pct(ev['robust_accuracy'])}"]
     lines += [f"  {a['name']:<9} broke {a['n_broken']:>5} of {a['n_attacked']:>5} in {a['seconds']:.1f}s ({a['status']})"
               for a in ev["attacks"]]
-    lines.append(f"sanity: {doc['verdict']['status'].upper()}"
-                 + (f" (failed: {', '.join(doc['verdict']['failed'])})" if doc["verdict"]["failed"] else ""))
+    v = doc["verdict"]
+    lines.append(f"sanity: {v['status'].upper()}" + (f" (failed: {', '.join(v['failed'])})" if v["failed"] else "")
+                 + (f" (warnings: {', '.join(v.get('warned', []))})" if v.get("warned") else ""))
+    # Each check that did not pass, by name, with its message (what it saw and what to do about it).
+    for c in (doc.get("preflight") or []) + (doc.get("sanity") or []):
+        if c.get("status") in ("warn", "fail"):
+            lines.append(f"  {c['status'].upper()} {c['name']}: {c.get('message', '')}")
     lines += [f"cut: {c}" for c in doc.get("cut", [])]
     return lines

@@ -63,13 +63,54 @@ def _gallery(modality, x, x_adv, res, count: int) -> list[dict]:
     return out
 
 
+def float_twin(model):
+    """The one rule for models without usable gradients (int8, ONNX Runtime, ...): such a model sets
+    ``robustkit_differentiable = False`` and ``robustkit_float_twin`` (a differentiable model of the same
+    function, or a method returning one). Returns that twin, or None for an ordinary model."""
+    if getattr(model, "robustkit_differentiable", True) is not False:
+        return None
+    twin = getattr(model, "robustkit_float_twin", None)
+    if callable(twin) and not isinstance(twin, torch.nn.Module):
+        twin = twin()
+    if twin is None:
+        raise ValueError("The model declares robustkit_differentiable=False but no robustkit_float_twin: it cannot "
+                         "be audited honestly (gradient attacks do not apply to it and no transfer source exists).")
+    return twin
+
+
+def non_differentiable_ensemble(modality, preset: str, attacks, twin) -> tuple[list, str]:
+    """The ensemble for a model without gradients: each white-box attack of the preset (or of ``attacks``)
+    is crafted on the float ``twin`` and transferred; black-box and query-only attacks run on the model
+    itself (gradient word ranking becomes deletion ranking); Square is added for images when absent."""
+    specs = [(n, dict(p)) for n, p in (attacks if attacks is not None else modality.presets[preset])]
+    from ..attacks import get_class
+    out = []
+    for name, params in specs:
+        kind = get_class(name).kind
+        if kind == "white-box":
+            out.append(("transfer", {"surrogate": twin, "attack": name, "attack_params": params}))
+        else:
+            if params.get("importance") == "gradient":
+                params["importance"] = "deletion"
+            out.append((name, params))
+    if modality.continuous and not any(get_class(n).kind == "black-box" and n not in ("noise", "transfer")
+                                       for n, _ in out):
+        out.append(("square", {"n_queries": 5000}))
+    names = ", ".join(f"transfer[{p['attack']}]" if n == "transfer" else n for n, p in out)
+    note = (f"The model is not differentiable (declared robustkit_differentiable=False, e.g. int8 or ONNX "
+            f"Runtime): no gradient attack runs on it. The {preset if attacks is None else 'given'} ensemble ran as "
+            f"{names}: white-box attacks crafted on its float twin and transferred, plus query-only attacks on the "
+            "model itself.")
+    return out, note
+
+
 def run_audit(model, x, y: torch.Tensor, threat, *, preset: str = "standard",
               seed: int = 0, seeds: int = 1, batch_size: int = 256, max_minutes: float | None = None,
               sweep: list[float] | None = None, sweep_preset: str = "quick", noise_sigmas: list[float] | None = None,
               certify_sigma: float | None = None, certify_n: int = 1000, certify_n0: int = 100,
               certify_alpha: float = 0.001, certify_limit: int = 100, surrogate=None, attacks=None,
               class_names: list[str] | None = None, checkpoint: dict | None = None, data: dict | None = None,
-              gallery: int = 8, sanity: bool = True, progress: bool = False) -> dict:
+              gallery: int = 8, sanity: bool = True, progress: bool = False, state_dir=None) -> dict:
     """Run the whole audit and return its JSON document (see module docstring).
 
     Images and texts take the same path: ``x`` is an image tensor (``threat`` a ThreatModel) or a
@@ -103,8 +144,19 @@ def run_audit(model, x, y: torch.Tensor, threat, *, preset: str = "standard",
     if bad_bounds:
         raise PreflightError(bad_bounds[0]["message"])
     budget = None if left() is None else max(left(), 1e-12)  # an exhausted budget still runs (and cuts) the cascade
+    twin = float_twin(model)
+    twin_note = None
+    if twin is not None:
+        attacks, twin_note = non_differentiable_ensemble(modality, preset, attacks, twin)
+        for c in checks:  # missing gradients are declared and handled (no gradient attack runs): not a failure
+            if c["name"] == "input_gradients" and c["status"] == "fail":
+                c["status"] = "warn"
+                c["message"] = ("No input gradients, as declared (robustkit_differentiable=False): white-box attacks "
+                                "are crafted on the float twin and transferred. " + c["message"])
     res = evaluate(model, x, y, threat, preset, seed=seed, seeds=seeds, batch_size=batch_size, max_minutes=budget,
-                   surrogate=surrogate, attacks=attacks, progress=progress)
+                   surrogate=surrogate, attacks=attacks, progress=progress, state_dir=state_dir)
+    if twin_note:
+        res.notes.insert(0, twin_note)
     cut += [f"evaluation: {c['attack']} (seed {c['seed']}) stopped after {c['attacked']} of {c['of']} samples"
             for c in res.cut]
     doc: dict = {"format": AUDIT_FORMAT, "version": 2, "modality": modality.name,
@@ -112,7 +164,10 @@ def run_audit(model, x, y: torch.Tensor, threat, *, preset: str = "standard",
                  "threat": threat.to_dict(), "threat_description": modality.describe_threat(threat),
                  "preset": res.preset, "seed": seed, "seeds": res.seeds,
                  "class_names": class_names or [str(c) for c in range(res.num_classes)],
-                 "evaluation": res.to_dict(), "preflight": checks}
+                 "evaluation": res.to_dict(), "preflight": checks,
+                 "differentiable": twin is None,
+                 "transferred_from_twin": [p["attack"] for n, p in (attacks or [])
+                                           if twin is not None and n == "transfer"]}
 
     def stage(name, fn):
         remaining = left()

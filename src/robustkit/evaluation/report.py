@@ -55,6 +55,10 @@ def _tables(doc: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     tables = [("Headline", ["clean accuracy", "robust accuracy", "threat model", "preset", "mode", "n"],
                [[_pct(ev["clean_accuracy"]), _pct(ev["robust_accuracy"]), _threat_text(doc), ev["preset"],
                  ev["mode"], str(ev["n"])]])]
+    if doc.get("hardening"):  # written by `robustkit harden`: the original and the hardened model side by side
+        hd = doc["hardening"]
+        tables.append(("Hardening (original vs hardened)", hd["header"], hd["rows"]))
+        tables.append(("Hardening steps", ["note"], [[n] for n in hd.get("notes", [])]))
     tables.append(("Attack ensemble (each attack runs only on samples still robust)",
                    ["attack", "kind", "parameters", "seed", "attacked", "broken", "robust after", "seconds", "status"],
                    [[a["name"], a["kind"], _short_params(a["params"]), str(a["seed"]), str(a["n_attacked"]),
