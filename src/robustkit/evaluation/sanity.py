@@ -204,7 +204,15 @@ def input_gradients(ctx: CheckContext) -> dict:
     ys = ctx.y if ctx.y is not None else _two_passes(ctx)[0].argmax(1).to(ctx.x.device)
     with eval_mode(ctx.model):
         health = gradient_health(ctx.model, ctx.x, ys, ctx.batch_size)
-    return _gradient_verdict(health)
+    verdict = _gradient_verdict(health)
+    if verdict["status"] == "fail" and getattr(ctx.model, "robustkit_differentiable", True) is False:
+        # Declared (ONNX Runtime, int8 kernels) and handled: the audit crafts on a float twin or a
+        # surrogate and transfers, plus black-box attacks; no gradient attack ever runs on it.
+        verdict["status"] = "warn"
+        verdict["message"] = ("No input gradients, as the model declares (robustkit_differentiable=False): it is "
+                              "audited with black-box and transfer attacks only (give --surrogate where it has no "
+                              "float twin).")
+    return verdict
 
 
 def _gradient_verdict(health: dict) -> dict:
