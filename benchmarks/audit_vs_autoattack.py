@@ -1,20 +1,26 @@
-"""Acceptance 1 (and 3): robustkit's `standard` preset vs PGD-20, PGD-100x10 and torchattacks' AutoAttack.
+"""Issue 12: robustkit's audit presets side by side with the original AutoAttack, in one run.
 
-On the same first N test images, with the same eps, side by side in one run, with wall times.
-torchattacks 3.5.1 is installed with `pip install --no-deps torchattacks==3.5.1` (`make bench` does it);
-without it the AutoAttack column is reported as missing. Square alone (5,000 queries) is also run
-(acceptance 3: it should bring a standard-trained model below 10% at eps=0.1).
+For each model (a run folder with its data set and eps), on the first --n test images, one thread each:
+the original AutoAttack's `standard` version (../shared/peers/autoattack, unmodified: APGD-CE, APGD-T with
+9 targets, FAB-T with 9 targets, Square with 5,000 queries) and robustkit's presets `quick`, `fast`,
+`standard` and `thorough`. Reports robust accuracy (with the sample count and a 95% interval), seconds, the
+speed ratio to the reference and the per-attack breakdown (what each attack broke and how long it took).
 
-Usage:
-    python benchmarks/audit_vs_autoattack.py runs/fmnist-standard runs/fmnist-fast runs/fmnist-pgd \
-        --data fashion-mnist --n 1000 --eps 0.1
-Writes benchmarks/results/audit_vs_autoattack.json and prints a Markdown table.
+    OMP_NUM_THREADS=1 python benchmarks/audit_vs_autoattack.py \\
+        runs/fmnist-fast-house:fashion-mnist:0.1 runs/mnist-fast-house:mnist:0.3 \\
+        --data-dir fashion-mnist=/usr/share/datasets/fashion-mnist --data-dir mnist=../shared/data/mnist
+
+Writes benchmarks/results/audit_vs_autoattack.json and prints the Markdown table of BENCHMARKS.md.
+`--with pgd20,pgd100x10,square` adds single-attack columns; `--presets` picks presets.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,81 +30,108 @@ from robustkit import ThreatModel, evaluate
 from robustkit.checkpoint import atomic_write_text, load_model
 from robustkit.data import load_dataset
 from robustkit.evaluation.provenance import environment, sha256_tensors
+from robustkit.evaluation.stats import accuracy_with_ci
 
 ROOT = Path(__file__).resolve().parent
+PEERS = Path(os.environ.get("ROBUSTKIT_PEERS", ROOT.parents[1] / "shared" / "peers"))
+EXTRA = {"pgd20": [("pgd", {"steps": 20})], "pgd100x10": [("pgd", {"steps": 100, "restarts": 10})],
+         "square": [("square", {"n_queries": 5000})]}
 
 
-def run_torchattacks(model, x, y, eps, seed, batch_size, num_classes):
-    try:
-        import torchattacks
-    except ImportError:
+def run_reference(model, x, y, eps: float, seed: int, batch_size: int) -> dict | None:
+    """The original AutoAttack, `standard` version; per-attack times parsed from its own log."""
+    if not (PEERS / "autoattack").is_dir():
+        print(f"the original AutoAttack is not at {PEERS / 'autoattack'}: reference column missing", file=sys.stderr)
         return None
-    atk = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=num_classes, seed=seed)
-    t0 = time.perf_counter()
-    robust = []
-    for i in range(0, x.shape[0], batch_size):
-        xa = atk(x[i:i + batch_size], y[i:i + batch_size])
-        with torch.no_grad():
-            robust.append(model(xa).argmax(1) == y[i:i + batch_size])
-    return {"robust_accuracy": float(torch.cat(robust).float().mean()), "seconds": time.perf_counter() - t0,
-            "config": {"version": "standard", "norm": "Linf", "eps": eps, "seed": seed,
-                       "torchattacks": getattr(torchattacks, "__version__", "?")}}
+    sys.path.insert(0, str(PEERS))
+    try:
+        from autoattack import AutoAttack
+    finally:
+        sys.path.remove(str(PEERS))
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "aa.log"
+        adversary = AutoAttack(model, norm="Linf", eps=eps, version="standard", device=str(x.device), seed=seed,
+                               log_path=str(log))
+        t0 = time.perf_counter()
+        x_adv = adversary.run_standard_evaluation(x.clone(), y.clone(), bs=batch_size)
+        seconds = time.perf_counter() - t0
+        text = log.read_text()
+    with torch.no_grad():
+        robust = int((model(x_adv).argmax(1) == y).sum())
+    assert float((x_adv - x).abs().max()) <= eps + 1e-5, "reference left the eps ball"
+    attacks, before = [], None
+    n = x.shape[0]
+    m = re.search(r"initial accuracy: ([\d.]+)%", text)
+    before = round(float(m.group(1)) * n / 100) if m else None
+    last_t = 0.0
+    for name, acc, total in re.findall(r"robust accuracy after ([\w-]+): ([\d.]+)% \(total time ([\d.]+) s\)", text):
+        k = round(float(acc) * n / 100)
+        attacks.append({"name": name, "n_attacked": before, "n_broken": None if before is None else before - k,
+                        "seconds": round(float(total) - last_t, 2)})
+        before, last_t = k, float(total)
+    return {"robust": robust, "robust_accuracy": accuracy_with_ci(robust, n), "seconds": round(seconds, 2),
+            "attacks": attacks, "config": {"version": "standard", "norm": "Linf", "eps": eps, "seed": seed,
+                                           "source": "../shared/peers/autoattack (fra31/auto-attack a392200)"}}
 
 
-def run_robustkit(model, x, y, threat, seed, batch_size, preset="standard", attacks=None):
+def run_robustkit(model, x, y, threat, seed, batch_size, preset="standard", attacks=None) -> dict:
     res = evaluate(model, x, y, threat, preset, attacks=attacks, seed=seed, batch_size=batch_size)
     d = res.to_dict(per_sample=False)
-    return {"robust_accuracy": res.robust_accuracy, "ci95": d["robust_accuracy"]["ci95"], "seconds": res.seconds,
-            "clean_accuracy": res.clean_accuracy,
+    return {"robust": int(res.robust.sum()), "robust_accuracy": d["robust_accuracy"], "seconds": round(res.seconds, 2),
+            "clean": int(res.clean_correct.sum()),
             "attacks": [{k: a[k] for k in ("name", "n_attacked", "n_broken", "seconds")} for a in d["attacks"]],
-            "config": [a["params"] for a in d["attacks"]]}
+            "config": [[a["name"], a["params"]] for a in d["attacks"]]}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("checkpoints", nargs="+", help="run folders or .safetensors checkpoints")
-    ap.add_argument("--data", default="fashion-mnist")
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--eps", type=float, default=0.1)
+    ap.add_argument("models", nargs="+", help="RUN:DATA:EPS, e.g. runs/fmnist-fast-house:fashion-mnist:0.1")
+    ap.add_argument("--data-dir", action="append", default=[], help="DATA=FOLDER (repeatable)")
+    ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=500)
-    ap.add_argument("--skip", nargs="*", default=[], help="columns to skip: pgd20 pgd100x10 square autoattack")
+    ap.add_argument("--presets", default="quick,fast,standard,thorough")
+    ap.add_argument("--with", dest="extra", default="", help="extra columns: pgd20,pgd100x10,square")
+    ap.add_argument("--no-reference", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "results" / "audit_vs_autoattack.json"))
     args = ap.parse_args(argv)
-
-    ds = load_dataset(args.data, data_dir=args.data_dir)
-    x, y = ds.x_test[:args.n], ds.y_test[:args.n]
-    threat = ThreatModel("linf", args.eps, tuple(ds.bounds))
+    torch.set_num_threads(args.threads)
+    dirs = dict(d.split("=", 1) for d in args.data_dir)
     rows = []
-    for ck in args.checkpoints:
-        model, meta = load_model(ck)
-        row = {"checkpoint": meta["path"], "sha256": meta["sha256"], "method": (meta.get("method") or {}).get("name")}
-        columns = {"standard": lambda: run_robustkit(model, x, y, threat, args.seed, args.batch_size),
-                   "pgd20": lambda: run_robustkit(model, x, y, threat, args.seed, args.batch_size,
-                                                  attacks=[("pgd", {"steps": 20})]),
-                   "pgd100x10": lambda: run_robustkit(model, x, y, threat, args.seed, args.batch_size,
-                                                      attacks=[("pgd", {"steps": 100, "restarts": 10})]),
-                   "square": lambda: run_robustkit(model, x, y, threat, args.seed, args.batch_size,
-                                                   attacks=[("square", {"n_queries": 5000})]),
-                   "autoattack": lambda: run_torchattacks(model, x, y, args.eps, args.seed, args.batch_size,
-                                                          ds.num_classes)}
-        for key, fn in columns.items():
-            if key in args.skip and key != "standard":
-                continue
-            row[key] = fn()
-            v = row[key]
-            print(f"{ck} {key}: " + ("n/a" if v is None else f"{v['robust_accuracy']:.4f} in {v['seconds']:.1f}s"),
+    for spec in args.models:
+        run, data, eps = spec.rsplit(":", 2)
+        eps = float(eps)
+        ds = load_dataset(data, data_dir=dirs.get(data))
+        x, y = ds.x_test[:args.n], ds.y_test[:args.n]
+        threat = ThreatModel("linf", eps, tuple(ds.bounds))
+        model, meta = load_model(run)
+        model.eval()
+        with torch.no_grad():
+            clean = int((model(x).argmax(1) == y).sum())
+        row = {"model": Path(run).name, "data": data, "eps": eps, "n": int(x.shape[0]), "clean": clean,
+               "checkpoint": meta["path"], "sha256": meta["sha256"], "data_sha256": sha256_tensors(x, y),
+               "method": (meta.get("method") or {}).get("name"), "results": {}}
+        columns = [] if args.no_reference else [("autoattack", lambda: run_reference(model, x, y, eps, args.seed,
+                                                                                     args.batch_size))]
+        columns += [(p, lambda p=p: run_robustkit(model, x, y, threat, args.seed, args.batch_size, p))
+                    for p in args.presets.split(",") if p]
+        columns += [(e, lambda e=e: run_robustkit(model, x, y, threat, args.seed, args.batch_size,
+                                                  attacks=EXTRA[e])) for e in args.extra.split(",") if e]
+        for key, fn in columns:
+            v = fn()
+            row["results"][key] = v
+            print(f"{row['model']} {key}: " + ("n/a" if v is None else
+                                               f"{v['robust']}/{row['n']} in {v['seconds']:.1f}s"),
                   file=sys.stderr, flush=True)
-        s = row["standard"]["robust_accuracy"]
-        row["checks"] = {
-            "standard<=pgd20": s <= row["pgd20"]["robust_accuracy"] if "pgd20" in row else None,
-            "standard<=pgd100x10": s <= row["pgd100x10"]["robust_accuracy"] if "pgd100x10" in row else None,
-            "standard<=autoattack+0.003": (s <= row["autoattack"]["robust_accuracy"] + 0.003
-                                           if row.get("autoattack") else None)}
+        ref = row["results"].get("autoattack")
+        for key, v in row["results"].items():
+            if v is not None and ref is not None and key != "autoattack":
+                v["speedup"] = round(ref["seconds"] / max(v["seconds"], 1e-9), 2)
+                v["minus_reference"] = v["robust"] - ref["robust"]
         rows.append(row)
-    doc = {"data": args.data, "n": int(x.shape[0]), "eps": args.eps, "seed": args.seed,
-           "data_sha256": sha256_tensors(x, y), "environment": environment(), "rows": rows}
+    doc = {"n": args.n, "seed": args.seed, "batch_size": args.batch_size, "threads": args.threads,
+           "environment": environment(), "rows": rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(doc, indent=1))
@@ -107,18 +140,21 @@ def main(argv=None) -> int:
 
 
 def markdown(doc: dict) -> str:
-    cols = [("standard", "robustkit standard"), ("pgd20", "PGD-20"), ("pgd100x10", "PGD-100x10"),
-            ("autoattack", "torchattacks AA"), ("square", "Square-5000")]
-    head = ["model", "clean"] + [c[1] for c in cols]
-    lines = [f"Fashion-MNIST-style audit: {doc['data']}, n={doc['n']}, linf eps={doc['eps']}, seed={doc['seed']}", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [f"First {doc['n']} test images, linf, seed {doc['seed']}, {doc['threads']} thread(s), batch "
+             f"{doc['batch_size']}; robust = samples still correctly classified.", "",
+             "| model | eps | clean | audit | robust | robust acc. (95% CI) | vs reference | seconds | speed-up |"
+             " per attack: broken / seconds |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["rows"]:
-        cells = [r.get("method") or Path(r["checkpoint"]).parent.name,
-                 f"{100 * r['standard']['clean_accuracy']:.1f}%"]
-        for key, _ in cols:
-            v = r.get(key)
-            cells.append("n/a" if not v else f"{100 * v['robust_accuracy']:.1f}% ({v['seconds']:.0f}s)")
-        lines.append("| " + " | ".join(cells) + " |")
+        for key, v in r["results"].items():
+            if v is None:
+                continue
+            ra = v["robust_accuracy"]
+            per = ", ".join(f"{a['name']} {a['n_broken']}/{a['seconds']:.0f}s" for a in v["attacks"])
+            name = "original AutoAttack (standard)" if key == "autoattack" else f"robustkit `{key}`"
+            diff = "" if key == "autoattack" else f"{v.get('minus_reference', 0):+d}"
+            lines.append(f"| {r['model']} | {r['eps']} | {r['clean']}/{r['n']} | {name} | {v['robust']} | "
+                         f"{100 * ra['value']:.1f}% ({100 * ra['ci95'][0]:.1f}-{100 * ra['ci95'][1]:.1f}) | {diff} | "
+                         f"{v['seconds']:.0f} | {v.get('speedup', 1.0) if key != 'autoattack' else ''} | {per} |")
     return "\n".join(lines)
 
 

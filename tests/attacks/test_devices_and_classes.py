@@ -50,7 +50,7 @@ def test_every_preset_runs_on_two_and_three_classes(classes, preset):
     res = evaluate(model, x, y, threat, attacks=light)
     pgd = evaluate(model, x, y, threat, attacks=[("pgd", {"steps": 20})])
     assert res.clean_accuracy == 1.0
-    assert all(a["status"] == "ran" for a in res.attacks)
+    assert all(a["status"].startswith("ran") for a in res.attacks)
     assert res.robust_accuracy <= pgd.robust_accuracy + 1 / 12  # at least as strong as PGD, up to one sample
 
 

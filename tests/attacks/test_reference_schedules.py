@@ -95,3 +95,34 @@ def test_apgd_t_attacks_each_chosen_target(monkeypatch):
     logits = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
     atk(FixedLogits(logits), torch.full((2, 1, 2, 2), 0.5), torch.tensor([0, 4]))
     assert [t.tolist() for t in seen] == [[1, 3], [2, 2], [3, 1]]
+
+
+class Linear(torch.nn.Module):
+    """z = W x + b on a 4-pixel image: logits and boundary distances are known in closed form."""
+
+    def __init__(self, w, b):
+        super().__init__()
+        self.w, self.b = torch.tensor(w), torch.tensor(b)
+
+    def forward(self, x):
+        return x.flatten(1) @ self.w.t() + self.b
+
+
+def test_malt_margin_rule_targets_the_nearest_boundary_not_the_largest_logit():
+    # Class 1 has the second-largest logit but a boundary far away in linf (z_0 - z_1 = 1, ||w_0 - w_1||_1 = 0.4:
+    # distance 2.5); class 2's logit is lower but its boundary is near (2 / 8 = 0.25); class 3: 3 / 4 = 0.75.
+    w = [[0.0] * 4, [0.1] * 4, [2.0] * 4, [-1.0] * 4]
+    b = [5.0, 3.8, 0.6, 2.0]
+    model = Linear(w, b)
+    x, y = torch.full((1, 1, 2, 2), 0.1), torch.tensor([0])
+    with torch.no_grad():
+        z = model(x)[0]
+    assert z.argsort(descending=True).tolist() == [0, 1, 3, 2]
+    logit_rule = [int(t) for t in target_classes(model, x, y, 3, "logits")]
+    margin_rule = [int(t) for t in target_classes(model, x, y, 3, "margin", "linf")]
+    assert logit_rule == [1, 3, 2]
+    assert margin_rule == [2, 3, 1]
+    # l2: distances 1 / 0.2 = 5, 2 / 4 = 0.5, 3 / 2 = 1.5 -> the same order here.
+    assert [int(t) for t in target_classes(model, x, y, 2, "margin", "l2")] == [2, 3]
+    with pytest.raises(ValueError, match="target_rule"):
+        attacks.create("apgd-dlr", ThreatModel("linf", 0.1), targeted=True, target_rule="closest")

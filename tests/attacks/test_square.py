@@ -59,3 +59,40 @@ def test_square_bad_input(digits_model):
     flat = nn.Sequential(nn.Linear(16, 3))
     with pytest.raises(ValueError, match="image batch"):
         attacks.create("square", ThreatModel("linf", 0.1))(flat, torch.rand(4, 16), torch.zeros(4, dtype=torch.long))
+
+
+def test_square_runs_stride_one_convnets_channels_last_and_gives_the_layout_back(monkeypatch):
+    from robustkit.attacks import base
+    from robustkit.models import create_model
+    torch.manual_seed(0)
+    model = create_model("small-cnn", input_shape=(1, 12, 12), num_classes=4, dropout=False).eval()
+    x = torch.rand(16, 1, 12, 12)
+    y = model(x).argmax(1)
+    seen = []
+    orig = base._ChannelsLastInput.__call__
+
+    def spy(self, xb):
+        seen.append(all(p.is_contiguous(memory_format=torch.channels_last) for p in self.model.parameters()
+                        if p.dim() == 4))
+        return orig(self, xb)
+    monkeypatch.setattr(base._ChannelsLastInput, "__call__", spy)
+    threat = ThreatModel("linf", 0.05)
+    fast = attacks.create("square", threat, n_queries=40, seed=3)(model, x, y)
+    assert seen and all(seen)  # the attack really ran channels-last
+    assert all(p.is_contiguous() for p in model.parameters())  # and gave the weights their layout back
+    monkeypatch.setattr(attacks.get_class("square"), "fast_layout", False)
+    plain = attacks.create("square", threat, n_queries=40, seed=3)(model, x, y)
+    assert len(seen) == 40  # no channels-last calls in the second run
+    with torch.no_grad():  # same fp32 arithmetic: same decisions up to rounding
+        assert torch.equal(model(fast).argmax(1), model(plain).argmax(1))
+        assert (fast - plain).abs().max() < 1e-5
+
+
+def test_strided_only_convnets_keep_their_layout():
+    from robustkit.attacks.base import channels_last
+    strided = nn.Sequential(nn.Conv2d(1, 4, 4, stride=2), nn.Flatten())
+    dense = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten())
+    with channels_last(strided) as a, channels_last(dense) as b, channels_last(nn.Linear(3, 2)) as c:
+        assert (a, b, c) == (False, True, False)
+        assert dense[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert dense[0].weight.is_contiguous()

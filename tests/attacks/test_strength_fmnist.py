@@ -38,11 +38,14 @@ def test_pgd20_breaks_a_standard_model(fmnist_model):
 
 
 def test_apgd_at_least_as_strong_as_pgd(fmnist_model):
+    # At eps=0.1 both leave ~0% on a standard model, so "apgd <= pgd" could not fail there. At eps=0.015
+    # PGD-20 leaves a real share robust, and APGD must leave no more (it usually leaves clearly less).
     model, x, y = fmnist_model
-    threat = ThreatModel("linf", 0.1)
+    threat = ThreatModel("linf", 0.015)
     pgd = _acc(model, attacks.create("pgd", threat, steps=20)(model, x, y), y)
     apgd = _acc(model, attacks.create("apgd-ce", threat)(model, x, y), y)
-    assert apgd <= pgd
+    assert 0.1 < pgd < _acc(model, x, y) - 0.2, pgd  # the comparison happens where it can go either way
+    assert apgd <= pgd, (apgd, pgd)
 
 
 def test_accuracy_falls_monotonically_with_eps(fmnist_model):

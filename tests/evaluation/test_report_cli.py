@@ -78,6 +78,7 @@ def test_cli_audit_check_compare_certify(run_folder, tmp_path):
     res = runner.invoke(app, ["compare", str(run_folder), str(run_folder / "audit.json"), "--out", str(tmp_path)],
                         env=ENV)
     assert res.exit_code == 0 and res.output.count("quick") == 2 and (tmp_path / "compare.md").is_file()
+    assert "data:image/png;base64," in (tmp_path / "compare.html").read_text()  # the eps sweeps, overlaid
 
     res = runner.invoke(app, ["certify", str(run_folder), "--data", "digits", "--limit", "5", "--n", "50",
                               "--json"], env=ENV)

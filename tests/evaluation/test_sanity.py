@@ -73,7 +73,8 @@ def test_masking_checks_pass_on_the_honest_model(digits_model, eval_batch):
     x, y = eval_batch
     res = evaluate(digits_model, x, y, THREAT, attacks=[("apgd-ce", {"steps": 20}), ("square", {"n_queries": 200})])
     checks = gradient_masking_checks(digits_model, x, y, THREAT, result=res, n=64)
-    assert worst_status(checks) != "fail", checks
+    # PASS, not merely "not FAIL": a WARN on the honest model would be a false alarm the user must chase
+    assert {c["name"]: c["status"] for c in checks if c["status"] != "pass"} == {}, checks
     assert {"gradients_not_masked", "accuracy_falls_with_eps", "large_eps_breaks_all", "black_box_not_stronger",
             "converges_with_steps", "single_step_not_stronger"} == set(_by_name(checks))
 

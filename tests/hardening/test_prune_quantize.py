@@ -97,6 +97,22 @@ def test_dynamic_int8_text_model_roundtrip(tmp_path):
     assert meta["model"]["family"] == "hardened"
 
 
+def test_dynamic_int8_answers_do_not_depend_on_the_batch(tmp_path):
+    """Per-batch activation ranges would let a sentence's logits change with its neighbours (a long or
+    outlying one widens the range for all): the int8 model runs each input alone, without its padding."""
+    from _text_fixtures import make_tiny_model
+    model = make_tiny_model(tmp_path / "tok").eval()
+    q = quantize_dynamic_int8(copy.deepcopy(model))
+    texts = ["good", "the plot was awful and dull and far far too long for anyone", "a fine film", "bad"]
+    with torch.no_grad():
+        alone = torch.cat([q(q.encode([t])) for t in texts])
+        together = q(q.encode(texts))
+        pairs = q(q.encode(texts[:2]))
+        raw = q.body(q.encode(texts))  # the kernels on the padded batch: what the wrapper avoids
+    assert torch.equal(together, alone) and torch.equal(pairs, alone[:2])
+    assert not torch.equal(raw, alone)  # the test can fail: batched dynamic int8 really differs
+
+
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5])
 def test_sparsity_outside_unit_interval_is_refused(bad):
     with pytest.raises(ValueError, match=r"'prune'.*\[0, 1\).*Got"):

@@ -8,8 +8,8 @@ and the best loss has not moved), restarting that sample from its best point. Ch
 the paper: p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06).
 
 ``apgd-ce`` ascends cross-entropy; ``apgd-dlr`` the shift- and scale-invariant DLR loss, and with
-``targeted=True`` runs the targeted DLR variant against the ``n_target_classes`` most likely wrong
-classes in turn (AutoAttack's APGD-T). Both work for linf and l2. ``steps`` = 100 and ``restarts`` = 1
+``targeted=True`` runs the targeted DLR variant against ``n_target_classes`` wrong classes in turn: the most
+likely ones (AutoAttack's APGD-T) or, with ``target_rule="margin"``, the nearest boundaries (MALT). Both work for linf and l2. ``steps`` = 100 and ``restarts`` = 1
 by default (AutoAttack's budgets); each restart/target runs only on samples still robust.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from .._validation import check_number
+from .._validation import check_choice, check_number
 from .base import Attack, BestTracker, ce_loss, check_flag, dlr_loss, fooled, input_grad
 from .registry import register_attack
 
@@ -38,20 +38,48 @@ def _checkpoints(steps: int) -> list[int]:
     return out
 
 
-@torch.no_grad()
-def target_classes(model, x: torch.Tensor, y: torch.Tensor, n: int) -> list[torch.Tensor]:
-    """The ``n`` most likely wrong classes of each clean input, most likely first (one tensor per rank)."""
-    logits = model(x).float().clone()
-    logits[torch.arange(len(y), device=logits.device), y.to(logits.device)] = float("-inf")
+TARGET_RULES = ("logits", "margin")
+
+
+def target_classes(model, x: torch.Tensor, y: torch.Tensor, n: int, rule: str = "logits",
+                   norm: str = "linf") -> list[torch.Tensor]:
+    """The ``n`` wrong classes to target for each input, first choice first (one tensor per rank).
+
+    ``rule="logits"``: the most likely wrong classes of the clean input (AutoAttack's APGD-T).
+    ``rule="margin"``: MALT's choice (Melamed et al., NeurIPS 2023): among the wrong classes with the largest
+    logits (a pool of max(2n, 9)), the nearest decision boundaries to first order, i.e. the smallest
+    (z_y - z_t) / ||grad_x(z_y - z_t)||_* (dual norm of the threat's: l1 for linf, l2 for l2). A class whose
+    logit is a little lower but whose boundary is much closer is attacked first, so fewer targets suffice.
+    """
+    with torch.no_grad():
+        logits = model(x).float().clone()
+    rows = torch.arange(len(y), device=logits.device)
+    logits[rows, y.to(logits.device)] = float("-inf")
     order = logits.argsort(dim=1, descending=True)
-    return [order[:, k] for k in range(min(n, logits.shape[1] - 1))]
+    k = min(n, logits.shape[1] - 1)
+    if rule == "logits":
+        return [order[:, j] for j in range(k)]
+    pool = order[:, :min(max(2 * n, 9), logits.shape[1] - 1)]
+    xg = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        z = model(xg)
+        z_y = z.gather(1, y[:, None].to(z.device)).squeeze(1)
+        dist = torch.empty(pool.shape, device=logits.device)
+        for j in range(pool.shape[1]):
+            diff = z_y - z.gather(1, pool[:, j:j + 1].to(z.device)).squeeze(1)
+            (g,) = torch.autograd.grad(diff.sum(), xg, retain_graph=j + 1 < pool.shape[1])
+            dual = g.flatten(1).abs().sum(1) if norm == "linf" else g.flatten(1).norm(dim=1)
+            dist[:, j] = (diff.detach() / dual.clamp_min(1e-12)).float()
+    ranked = pool.gather(1, dist.argsort(dim=1))
+    return [ranked[:, j] for j in range(k)]
 
 
 class _APGD(Attack):
     loss_name = "ce"
 
     def __init__(self, threat, *, steps: int = 100, restarts: int = 1, rho: float = 0.75,
-                 momentum: float = 0.75, targeted: bool = False, n_target_classes: int = 9, **kw):
+                 momentum: float = 0.75, targeted: bool = False, n_target_classes: int = 9,
+                 target_rule: str = "logits", **kw):
         super().__init__(threat, **kw)
         self.steps = check_number(steps, "steps", owner=self.name, low=1, integer=True)
         self.restarts = check_number(restarts, "restarts", owner=self.name, low=1, integer=True)
@@ -60,6 +88,7 @@ class _APGD(Attack):
         self.targeted = check_flag(targeted, "targeted", self.name)
         self.n_target_classes = check_number(n_target_classes, "n_target_classes", owner=self.name, low=1,
                                              integer=True)
+        self.target_rule = check_choice(target_rule, "target_rule", TARGET_RULES, owner=self.name)
 
     def _loss(self, logits, y, target):
         if self.loss_name == "dlr":
@@ -72,7 +101,7 @@ class _APGD(Attack):
             # AutoAttack's APGD-T: target the k-th most likely *wrong* class of the clean input, k = 1..n.
             # (AutoAttack takes the k-th largest logit for k = 2..n+1, which is the same on the correctly
             # classified points it attacks; excluding y keeps it right on any point.)
-            for targets in target_classes(model, x, y, self.n_target_classes):
+            for targets in target_classes(model, x, y, self.n_target_classes, self.target_rule, self.threat.norm):
                 self._run_restarts(model, x, y, targets, generator, best, success_target=None)
         else:
             self._run_restarts(model, x, y, target, generator, best, success_target=target)

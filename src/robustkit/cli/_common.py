@@ -22,7 +22,8 @@ DATA_DIR = typer.Option(None, "--data-dir", help="Folder (or file) holding the d
 EPS = typer.Option(None, "--eps", help="Perturbation budget: images an Lp radius (0.1, 8/255); texts the share "
                                        "of words that may change (0.2). Default: the checkpoint's / 0.2 for texts.")
 NORM = typer.Option(None, "--norm", help="linf | l2 (images; default: the checkpoint's, else linf).")
-PRESET = typer.Option("standard", "--preset", help="quick | standard | thorough (the modality's ensemble).")
+PRESET = typer.Option("standard", "--preset", help="quick | fast | standard | thorough (images; texts have quick, "
+                                                    "standard, thorough): the modality's ensemble.")
 SWEEP = typer.Option(None, "--sweep", help="Comma-separated eps list for an accuracy-vs-eps curve, e.g. 0,0.05,0.1.")
 SEED = typer.Option(0, "--seed", help="Seed of every randomized step; same seed, same result.")
 LIMIT = typer.Option(None, "--limit", help="Use only the first N evaluation samples.")

@@ -33,6 +33,8 @@ def audit(
     eps: Optional[str] = EPS,
     norm: Optional[str] = NORM,
     sweep: Optional[str] = SWEEP,
+    sweep_preset: str = typer.Option("quick", help="Preset of the eps sweep's points (the headline eps always uses "
+                                                    "--preset; the report names each point's preset)."),
     noise: Optional[str] = typer.Option(None, help="Comma-separated Gaussian noise sigmas, e.g. 0.05,0.1 (images)."),
     certify_sigma: Optional[float] = typer.Option(None, help="Also certify with randomized smoothing (images)."),
     certify_n: int = typer.Option(1000, help="Noise samples per input for certification (N)."),
@@ -64,6 +66,7 @@ def audit(
     from ..distributed import init_from_env
     from ..checkpoint import ensure_writable
     from ..evaluation import run_audit, write_report
+    from ..evaluation.audit import training_curve_from_metrics
     setup_logging(verbose)
     try:
         init_from_env("cpu")  # under torchrun: the ranks share the attack batches (gloo)
@@ -90,12 +93,15 @@ def audit(
                 t.model.robustkit_float_twin = lambda: sur
         doc = run_audit(t.model, x, y, threat, preset=preset, attacks=_ensemble(attack_names, param), seed=seed,
                         seeds=seeds, batch_size=batch_size, max_minutes=max_minutes, sweep=sweep_list,
+                        sweep_preset=sweep_preset,
                         noise_sigmas=noise_list, certify_sigma=certify_sigma, certify_n=certify_n,
                         certify_limit=certify_limit, surrogate=sur, class_names=t.ds.class_names,
                         checkpoint=t.checkpoint_doc(), data={"name": t.data_name, "split": "test", "limit": limit},
                         gallery=examples, progress=progress(json_out), state_dir=state_dir,
                         # the gradient-masking checks attack the model with gradients: moot (and refused) without them
-                        sanity=getattr(t.model, "robustkit_differentiable", True) is not False)
+                        sanity=getattr(t.model, "robustkit_differentiable", True) is not False,
+                        model_info=model_info(t),
+                        training_curve=training_curve_from_metrics(t.run_dir / "metrics.jsonl"))
         if rank() != 0:  # rank 0 writes and prints the report for the job
             return
         paths = write_or_rescue(lambda: write_report(doc, out or t.run_dir), doc, "audit")
@@ -114,6 +120,15 @@ def audit(
                     "trustworthy (gradient masking or a broken model); see the report's sanity section. Exit code 1.",
                     fg=typer.colors.RED, err=True)
         raise typer.Exit(SANITY_FAIL_EXIT)
+
+
+def model_info(t) -> dict:
+    """The report header's model facts from the checkpoint metadata (foreign models record fewer: None there)."""
+    m = t.meta
+    spec, method, threat = m.get("model") or {}, m.get("method") or {}, m.get("threat") or {}
+    return {"architecture": spec.get("name") or m.get("kind"), "method": method.get("name"),
+            "training_eps": threat.get("eps"), "training_norm": threat.get("norm"),
+            "run_folder": str(t.run_dir) if t.run_dir.is_dir() else None}
 
 
 # Exit codes of `audit` (README "Audit"): 0 done, 1 done but the sanity checks failed, 2 bad input.

@@ -1,43 +1,47 @@
-"""`robustkit compare`: a side-by-side table of several audits."""
+"""`robustkit compare`: a side-by-side table of several audits, with their eps sweeps overlaid (HTML)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import typer
 
 from . import app
-from ._common import JSON_OUT, SEED, USER_ERRORS, fail, pct
+from ._common import JSON_OUT, SEED, USER_ERRORS, fail
 
 
-def compare_row(name: str, doc: dict) -> dict:
-    ev = doc["evaluation"]
-    th = doc.get("threat_description") or f"{doc['threat']['norm']} eps={doc['threat']['eps']:.4g}"
-    return {"audit": name, "modality": doc.get("modality", "vision"), "threat": th, "preset": ev["preset"],
-            "clean accuracy": pct(ev["clean_accuracy"]), "robust accuracy": pct(ev["robust_accuracy"]),
-            "verdict": doc["verdict"]["status"], "seconds": doc["provenance"]["wall_seconds"]}
+def default_out(first_audit: str) -> Path:
+    """``compare/`` in the run folder holding the first audit: results land beside the audits, never in the
+    working directory by surprise."""
+    p = Path(first_audit)
+    return (p if p.is_dir() else p.parent) / "compare"
 
 
 @app.command()
 def compare(
     audits: List[str] = typer.Argument(..., help="Run folders or audit.json files."),
-    out: Path = typer.Option(Path("."), help="Folder for compare.md and compare.json."),
+    out: Optional[Path] = typer.Option(None, help="Folder for compare.md, compare.json and compare.html "
+                                                  "(default: compare/ in the folder of the first audit, e.g. "
+                                                  "runs/A/compare)."),
     seed: int = SEED,
     json_out: bool = JSON_OUT,
 ) -> None:
-    """Side-by-side table of several audits (clean/robust accuracy with CIs, threat, preset, verdict)."""
-    from ..checkpoint import atomic_write_text
+    """Side-by-side table of several audits (clean/robust accuracy with CIs, threat, preset, verdict) and their
+    eps sweeps overlaid -> compare.md, compare.json, compare.html. Text audits are in the table; having no eps
+    sweep, they are left out of the curves."""
     from ..evaluation import load_audit
+    from ..evaluation.report import COMPARE_HEADER, compare_row, write_compare
     try:
-        rows = [compare_row(a, load_audit(a)) for a in audits]
+        docs = [(a, load_audit(a)) for a in audits]
+        paths = write_compare(docs, out if out is not None else default_out(audits[0]))
     except (*USER_ERRORS, json.JSONDecodeError) as err:
         fail(err)
         return
-    header = ["audit", "modality", "threat", "preset", "clean accuracy", "robust accuracy", "verdict", "seconds"]
-    md = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                   + ["| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows])
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "compare.md", md + "\n")
-    atomic_write_text(out / "compare.json", json.dumps(rows, indent=1))
-    typer.echo(json.dumps(rows, indent=1) if json_out else md)
+    rows = [compare_row(n, d) for n, d in docs]
+    if json_out:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    typer.echo("\n".join(["| " + " | ".join(COMPARE_HEADER) + " |", "|" + "---|" * len(COMPARE_HEADER)]
+                         + ["| " + " | ".join(str(r[h]) for h in COMPARE_HEADER) + " |" for r in rows]))
+    typer.echo(f"wrote {paths['markdown']}, {paths['json']}, {paths['html']}")

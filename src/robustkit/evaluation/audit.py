@@ -9,9 +9,13 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import math
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from .._validation import check_number
@@ -30,23 +34,96 @@ class PreflightError(ValueError):
     """The model/data contract is broken in a way that makes any robustness number meaningless."""
 
 
-def _confusion(y: list[int], pred: list[int], k: int) -> list[list[int]]:
-    m = [[0] * k for _ in range(k)]
-    for t, p in zip(y, pred):
-        m[t][p] += 1
-    return m
+def _metrics(y: list[int], pred: list[int], k: int) -> tuple[list[list[int]], list[dict]]:
+    """Confusion matrix (rows true, columns predicted) and per-class precision/recall over all ``k`` classes.
+
+    ``labels=range(k)`` keeps absent classes as rows/columns of zeros, so matrices of different audits line up;
+    ``zero_division=nan`` marks an undefined ratio (no predictions / no samples of the class), written as None.
+    """
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support  # ~1 s to import: only here
+    labels = list(range(k))
+    conf = confusion_matrix(y, pred, labels=labels).tolist()
+    prec, rec, _, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=np.nan)
+    rows = [{"class": c, "precision": None if np.isnan(prec[c]) else float(prec[c]),
+             "recall": None if np.isnan(rec[c]) else float(rec[c]), "support": int(support[c])} for c in labels]
+    return conf, rows
 
 
-def _precision_recall(conf: list[list[int]]) -> list[dict]:
-    k = len(conf)
-    rows = []
-    for c in range(k):
-        tp = conf[c][c]
-        pred_c = sum(conf[r][c] for r in range(k))
-        true_c = sum(conf[c])
-        rows.append({"class": c, "precision": tp / pred_c if pred_c else None,
-                     "recall": tp / true_c if true_c else None, "support": true_c})
-    return rows
+def _same_eps(a: float, b: float) -> bool:
+    # eps values arrive as parsed fractions (8/255) or typed decimals: equal up to rounding, not bit for bit
+    return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)
+
+
+def merge_headline_into_sweep(sweep: dict, eps: float, headline: dict, headline_preset: str) -> dict:
+    """The sweep with the headline evaluation as its point at ``eps`` (replacing the sweep's own number there,
+    or added when the sweep lacks that eps), so one eps never shows two robust accuracies. Records the preset of
+    every point (``presets``), ``headline_eps``, the replaced sweep value, and notes where a point of the weaker
+    sweep preset shows a higher robust accuracy at a larger eps than the headline (shown, not hidden)."""
+    out = {**sweep, "eps": list(sweep["eps"]), "robust_accuracy": list(sweep["robust_accuracy"])}
+    out["presets"] = [sweep["preset"]] * len(out["eps"])
+    at = next((i for i, e in enumerate(out["eps"]) if _same_eps(e, eps)), None)
+    out["replaced"] = None
+    if at is None:
+        at = sum(1 for e in out["eps"] if e < eps)
+        out["eps"].insert(at, float(eps))
+        out["robust_accuracy"].insert(at, headline)
+        out["presets"].insert(at, headline_preset)
+    else:
+        out["replaced"] = {"eps": out["eps"][at], "preset": sweep["preset"],
+                           "robust_accuracy": out["robust_accuracy"][at]}
+        out["robust_accuracy"][at] = headline
+        out["presets"][at] = headline_preset
+    out["headline_eps"] = float(eps)
+    out["headline_index"] = at
+    out["headline_preset"] = headline_preset
+    notes = []
+    h = headline.get("value")
+    for e, acc, p in zip(out["eps"], out["robust_accuracy"], out["presets"]):
+        if h is not None and acc.get("value") is not None and e > eps and acc["value"] > h and p != headline_preset:
+            notes.append(f"The sweep point eps={e:.4g} (preset {p}) shows {100 * acc['value']:.1f}% robust accuracy, "
+                         f"higher than the headline {100 * h:.1f}% at the smaller eps={eps:.4g} (preset "
+                         f"{headline_preset}): the weaker {p} preset overestimates robustness; the headline is the "
+                         "number to trust, and a sweep with the headline preset (sweep_preset) gives a comparable "
+                         "curve.")
+    out["notes"] = notes
+    return out
+
+
+def training_curve_from_metrics(path) -> dict | None:
+    """``{"epoch", "val_clean_acc", "val_robust_acc"}`` lists from a run's metrics.jsonl, or None when the file is
+    absent or holds no validation lines. A resumed run repeats epochs: the last line of an epoch wins."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    by_epoch: dict[int, dict] = {}
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a killed run: the others still make a curve
+        if isinstance(row, dict) and "epoch" in row and "val_clean_acc" in row:
+            by_epoch[int(row["epoch"])] = row
+    if not by_epoch:
+        return None
+    epochs = sorted(by_epoch)
+    return {"epoch": epochs, "val_clean_acc": [by_epoch[e].get("val_clean_acc") for e in epochs],
+            "val_robust_acc": [by_epoch[e].get("val_robust_acc") for e in epochs]}
+
+
+def _model_doc(model, model_info: dict | None) -> dict:
+    """What the report's header says about the model: the caller's ``model_info`` (architecture, method,
+    training eps/norm, run folder; the CLI fills it from the checkpoint) plus the parameter count, counted here."""
+    info = {"architecture": None, "parameters": None, "method": None, "training_eps": None, "training_norm": None,
+            "run_folder": None, **(model_info or {})}
+    spec = getattr(model, "robustkit_spec", None)  # set by robustkit.models.create_model
+    if info["architecture"] is None and isinstance(spec, dict):
+        info["architecture"] = spec.get("name")
+    if hasattr(model, "parameters"):
+        # unique tensors only: tied weights (embeddings/heads) count once
+        seen = {id(p): p.numel() for p in model.parameters()}
+        if seen:
+            info["parameters"] = int(sum(seen.values()))
+    return info
 
 
 def _gallery(modality, x, x_adv, res, count: int) -> list[dict]:
@@ -110,12 +187,15 @@ def run_audit(model, x, y: torch.Tensor, threat, *, preset: str = "standard",
               certify_sigma: float | None = None, certify_n: int = 1000, certify_n0: int = 100,
               certify_alpha: float = 0.001, certify_limit: int = 100, surrogate=None, attacks=None,
               class_names: list[str] | None = None, checkpoint: dict | None = None, data: dict | None = None,
-              gallery: int = 8, sanity: bool = True, progress: bool = False, state_dir=None) -> dict:
+              gallery: int = 8, sanity: bool = True, progress: bool = False, state_dir=None,
+              model_info: dict | None = None, training_curve: dict | None = None) -> dict:
     """Run the whole audit and return its JSON document (see module docstring).
 
     Images and texts take the same path: ``x`` is an image tensor (``threat`` a ThreatModel) or a
     list of sentences (``threat`` a SubstitutionThreat); the modality adapter does the rest. Noise
     robustness and randomized-smoothing certification need continuous inputs (images).
+    ``model_info`` (architecture, method, training_eps, training_norm, run_folder) and ``training_curve``
+    (see :func:`training_curve_from_metrics`) are shown in the report's header; unknown items read "n/a".
     """
     modality = for_inputs(x)
     if not hasattr(threat, "to_dict") or not hasattr(threat, "with_eps"):
@@ -165,6 +245,7 @@ def run_audit(model, x, y: torch.Tensor, threat, *, preset: str = "standard",
                  "preset": res.preset, "seed": seed, "seeds": res.seeds,
                  "class_names": class_names or [str(c) for c in range(res.num_classes)],
                  "evaluation": res.to_dict(), "preflight": checks,
+                 "model": _model_doc(model, model_info), "training_curve": training_curve,
                  "differentiable": twin is None,
                  "transferred_from_twin": [p["attack"] for n, p in (attacks or [])
                                            if twin is not None and n == "transfer"]}
@@ -183,6 +264,10 @@ def run_audit(model, x, y: torch.Tensor, threat, *, preset: str = "standard",
         cut.append(f"eps sweep: eps {doc['sweep']['cut']} cut by the time budget")
     doc["sanity"] = None if not sanity else stage("gradient-masking checks", lambda r: gradient_masking_checks(
         model, x, y, threat, result=res, sweep=doc["sweep"], seed=seed, batch_size=batch_size))
+    if doc["sweep"]:
+        # After the sanity checks, which compare the sweep's points under one preset: the merged curve mixes two.
+        doc["sweep"] = merge_headline_into_sweep(doc["sweep"], threat.eps,
+                                                 doc["evaluation"]["robust_accuracy"], res.preset)
     doc["noise"] = None if not noise_sigmas else stage("noise robustness", lambda r: noise_robustness(
         model, x, y, noise_sigmas, seed=seed, bounds=threat.bounds, batch_size=batch_size))
     n_cert = min(int(certify_limit), modality.size(x))
@@ -191,11 +276,10 @@ def run_audit(model, x, y: torch.Tensor, threat, *, preset: str = "standard",
         progress=progress))
     k = res.num_classes
     y_list = res.y.tolist()
-    conf_clean = _confusion(y_list, res.pred_clean.tolist(), k)
-    conf_adv = _confusion(y_list, res.pred_adv.tolist(), k)
+    conf_clean, pr_clean = _metrics(y_list, res.pred_clean.tolist(), k)
+    conf_adv, pr_adv = _metrics(y_list, res.pred_adv.tolist(), k)
     doc["metrics"] = {"confusion_clean": conf_clean, "confusion_adversarial": conf_adv,
-                      "precision_recall_clean": _precision_recall(conf_clean),
-                      "precision_recall_adversarial": _precision_recall(conf_adv)}
+                      "precision_recall_clean": pr_clean, "precision_recall_adversarial": pr_adv}
     doc["gallery"] = _gallery(modality, x, res.x_adv, res, gallery)
     all_checks = checks + (doc["sanity"] or [])
     doc["verdict"] = {"status": worst_status(all_checks),

@@ -19,16 +19,75 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _errorbars(rows: list[dict]) -> tuple[list, list]:
+    acc = [r["value"] for r in rows]
+    return acc, [[a - r["ci95"][0] for a, r in zip(acc, rows)], [r["ci95"][1] - a for a, r in zip(acc, rows)]]
+
+
 def eps_curve(sweep: dict) -> bytes:
+    """Robust accuracy per eps with 95% CIs; the headline evaluation's point (another preset, usually a
+    stronger one) is a star, so a reader sees which number came from which ensemble."""
     eps = sweep["eps"]
-    acc = [r["value"] for r in sweep["robust_accuracy"]]
-    lo = [a - r["ci95"][0] for a, r in zip(acc, sweep["robust_accuracy"])]
-    hi = [r["ci95"][1] - a for a, r in zip(acc, sweep["robust_accuracy"])]
+    acc, err = _errorbars(sweep["robust_accuracy"])
+    hi = sweep.get("headline_index")
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.errorbar(eps, acc, yerr=[lo, hi], marker="o", capsize=3)
+    ax.plot(eps, acc, color="C0", alpha=0.5)
+    rest = [i for i in range(len(eps)) if i != hi]
+    ax.errorbar([eps[i] for i in rest], [acc[i] for i in rest], yerr=[[err[0][i] for i in rest],
+                                                                        [err[1][i] for i in rest]],
+                marker="o", capsize=3, linestyle="none", color="C0", label=f"sweep (preset {sweep['preset']})")
+    if hi is not None:
+        preset = (sweep.get("presets") or [sweep.get("headline_preset")] * len(eps))[hi]
+        ax.errorbar([eps[hi]], [acc[hi]], yerr=[[err[0][hi]], [err[1][hi]]], marker="*", markersize=14,
+                    capsize=3, linestyle="none", color="C3", label=f"headline (preset {preset})")
     ax.set(xlabel=f"eps ({sweep['norm']})", ylabel="robust accuracy", ylim=(-0.02, 1.02),
-           title=f"Robust accuracy vs eps (preset {sweep['preset']}, 95% CI)")
+           title="Robust accuracy vs eps (95% CI)")
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def compare_eps_curves(curves: list[tuple[str, dict]]) -> bytes:
+    """Several audits' eps sweeps on one axis (the compare page); the headline points are stars."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for j, (name, sweep) in enumerate(curves):
+        acc, err = _errorbars(sweep["robust_accuracy"])
+        ax.errorbar(sweep["eps"], acc, yerr=err, marker="o", capsize=3, color=f"C{j % 10}",
+                    label=f"{name} (preset {sweep['preset']})")
+        hi = sweep.get("headline_index")
+        if hi is not None:
+            ax.plot([sweep["eps"][hi]], [acc[hi]], marker="*", markersize=14, color=f"C{j % 10}", linestyle="none")
+    norms = sorted({s.get("norm", "?") for _, s in curves})
+    ax.set(xlabel=f"eps ({', '.join(norms)})", ylabel="robust accuracy", ylim=(-0.02, 1.02),
+           title="Robust accuracy vs eps (stars: headline evaluations)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def training_curve(tc: dict) -> bytes:
+    """Validation clean and robust accuracy per epoch (from the run's metrics.jsonl)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for key, label in (("val_clean_acc", "clean"), ("val_robust_acc", "robust")):
+        pts = [(e, v) for e, v in zip(tc["epoch"], tc[key]) if v is not None]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=label)
+    ax.set(xlabel="epoch", ylabel="validation accuracy", ylim=(-0.02, 1.02), title="Training curve")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def per_class_accuracy(per_class: list[dict], class_names: list[str]) -> bytes:
+    """Clean vs robust accuracy of each class, side by side."""
+    idx = np.arange(len(per_class))
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for off, key, label in ((-0.2, "clean", "clean"), (0.2, "robust", "robust")):
+        ax.bar(idx + off, [r[key]["value"] or 0 for r in per_class], 0.4, label=label)
+    ax.set_xticks(idx, [class_names[r["class"]] for r in per_class], rotation=45, ha="right", fontsize=7)
+    ax.set(ylabel="accuracy", ylim=(0, 1.05), title="Per-class accuracy: clean vs robust")
+    ax.legend(fontsize=7)
     return _png(fig)
 
 
@@ -112,8 +171,13 @@ def all_plots(doc: dict) -> dict[str, bytes]:
     names = doc["class_names"]
     ev = doc["evaluation"]
     out = {}
+    tc = doc.get("training_curve")
+    if tc and tc.get("epoch"):
+        out["training_curve"] = training_curve(tc)
     if doc.get("sweep") and len(doc["sweep"]["eps"]) > 0:
         out["eps_curve"] = eps_curve(doc["sweep"])
+    out["per_class"] = per_class_accuracy(ev["per_class"], names)
+    out["confusion_clean"] = confusion(doc["metrics"]["confusion_clean"], names, "Confusion matrix (clean)")
     out["precision_recall"] = precision_recall(doc["metrics"], names)
     out["confusion_adversarial"] = confusion(doc["metrics"]["confusion_adversarial"], names,
                                              "Confusion matrix under attack")

@@ -302,7 +302,7 @@ def large_eps_breaks_all(ctx: CheckContext) -> dict:
 def black_box_not_stronger(ctx: CheckContext) -> dict:
     result = ctx.result
     if result is not None:
-        recs = [r for r in result.attacks if r["status"] == "ran"]
+        recs = [r for r in result.attacks if r["status"].startswith("ran")]
         white = [r for r in recs if r["kind"] == "white-box"]
         black = [r for r in recs if r["kind"] == "black-box"]
         black_after = sum(r["n_broken"] for r in black)

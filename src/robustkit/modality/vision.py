@@ -20,15 +20,24 @@ class VisionModality(Modality):
     continuous = True
     gallery_kind = "images"
     validation_attack = "pgd"
+    # The presets (issue 12; measured side by side with the original AutoAttack in BENCHMARKS.md, "Audit
+    # presets vs the original AutoAttack"). APGD-T picks its targets by MALT's margin rule (nearest boundaries
+    # first, Melamed et al. 2023); Square spends its budget on the samples nearest to breaking after the
+    # white-box attacks (`focus`: the share attacked, smallest margin first). FAB-T is left out: in the
+    # reference runs it broke nothing after APGD-T and cost more than a third of AutoAttack's time.
     presets: ClassVar[dict] = {
         "quick": [("pgd", {"steps": 20})],
+        "fast": [("apgd-ce", {"steps": 100}),
+                 ("apgd-dlr", {"steps": 100, "targeted": True, "n_target_classes": 1, "target_rule": "margin"}),
+                 ("square", {"n_queries": 5000, "focus": 0.2})],
         "standard": [("apgd-ce", {"steps": 100}),
-                     ("apgd-dlr", {"steps": 100, "targeted": True, "n_target_classes": 9}),
-                     ("square", {"n_queries": 5000})],
+                     ("apgd-dlr", {"steps": 100, "targeted": True, "n_target_classes": 3, "target_rule": "margin"}),
+                     ("square", {"n_queries": 5000, "focus": 0.25})],
         "thorough": [("apgd-ce", {"steps": 100, "restarts": 5}),
-                     ("apgd-dlr", {"steps": 100, "restarts": 5}),
-                     ("apgd-dlr", {"steps": 100, "targeted": True, "n_target_classes": 9, "restarts": 3}),
-                     ("square", {"n_queries": 10000, "restarts": 2})],
+                     ("apgd-dlr", {"steps": 100, "targeted": True, "n_target_classes": 9, "target_rule": "margin",
+                                   "restarts": 2}),
+                     ("apgd-dlr", {"steps": 100, "restarts": 3}),
+                     ("square", {"n_queries": 10000, "focus": 0.5})],
     }
 
     def eval_split(self, ds, limit=None):
