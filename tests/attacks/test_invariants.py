@@ -49,6 +49,9 @@ def _params(name, request):
         p["surrogate"] = request.getfixturevalue("net")
     if name == "word":
         p["encoder"] = request.getfixturevalue("bag_encoder")
+    if name == "text-transfer":  # crafted on a surrogate (here the model itself), never querying the target
+        p = {"surrogate": request.getfixturevalue("tiny_text_model"), "attack": "char",
+             "attack_params": {"max_candidates": 4}}
     return p
 
 
@@ -190,8 +193,22 @@ def test_params_are_reported():
     p = atk.params()
     assert p["attack"] == "pgd" and p["steps"] == 7 and p["restarts"] == 2 and p["threat"]["eps"] == 0.1
     assert p["step_size"] == pytest.approx(2.5 * 0.1 / 7) and "seed" in p
-    for name in attacks.available(modality="text"):
+    for name in attacks.available(kind="discrete"):  # text-transfer reports its inner attack's: below
         p = attacks.create(name, SubstitutionThreat(0.3), seed=2).params()
         assert p["attack"] == name and p["threat"] == {"norm": "word-share", "eps": 0.3, "bounds": None}
         assert p["max_share"] == 0.3 and p["seed"] == 2
         json.dumps(p)
+
+
+def test_text_transfer_reports_its_inner_attack_and_surrogate(tiny_text_model):
+    import json
+    p = attacks.create("text-transfer", SubstitutionThreat(0.3), seed=2, surrogate=tiny_text_model, attack="char",
+                       attack_params={"max_candidates": 4}).params()
+    assert p["attack"] == "text-transfer" and p["inner"]["attack"] == "char" and p["inner"]["max_candidates"] == 4
+    assert p["inner"]["max_share"] == 0.3 and p["seed"] == 2 and p["surrogate"]["class"]
+    json.dumps(p, default=str)
+    with pytest.raises(TypeError, match="'surrogate' parameter of text-transfer"):
+        attacks.create("text-transfer", SubstitutionThreat(0.3))
+    with pytest.raises(ValueError, match="'attack' parameter of text-transfer"):
+        attacks.create("text-transfer", SubstitutionThreat(0.3), surrogate=tiny_text_model, attack="pgd")
+

@@ -9,8 +9,9 @@ LINF = ThreatModel("linf", 0.1)
 
 
 def test_kinds_and_modalities():
-    assert attacks.available(kind="discrete") == attacks.available(modality="text") == ["char", "word"]
-    assert set(attacks.available(kind="black-box")) == {"noise", "square", "transfer"}
+    assert attacks.available(kind="discrete") == ["char", "word"]
+    assert attacks.available(modality="text") == ["char", "text-transfer", "word"]
+    assert set(attacks.available(kind="black-box")) == {"noise", "square", "text-transfer", "transfer"}
     assert set(attacks.available(kind="white-box")) == {"apgd-ce", "apgd-dlr", "cw-l2", "fgsm", "mifgsm", "pgd"}
     assert attacks.available(kind="white-box", modality="text") == []
     assert sorted(attacks.available(modality="vision") + attacks.available(modality="text")) == attacks.available()
@@ -24,7 +25,7 @@ def test_info_lists_every_attack_with_a_one_line_summary():
     for name, row in info.items():
         assert row["kind"] == attacks.get_class(name).kind and row["modality"] == attacks.get_class(name).modality
         assert row["doc"] and "\n" not in row["doc"], name
-    assert list(attacks.info(modality="text")) == ["char", "word"]
+    assert list(attacks.info(modality="text")) == ["char", "text-transfer", "word"]
 
 
 @pytest.mark.parametrize("call", [lambda: attacks.create("pgdd", LINF), lambda: attacks.get_class("wrod"),

@@ -38,13 +38,13 @@ def test_pgd20_breaks_a_standard_model(fmnist_model):
 
 
 def test_apgd_at_least_as_strong_as_pgd(fmnist_model):
-    # At eps=0.1 both leave ~0% on a standard model, so "apgd <= pgd" could not fail there. At eps=0.015
+    # At eps=0.1 both leave ~0% on a standard model, so "apgd <= pgd" could not fail there. At eps=0.04
     # PGD-20 leaves a real share robust, and APGD must leave no more (it usually leaves clearly less).
     model, x, y = fmnist_model
-    threat = ThreatModel("linf", 0.015)
+    threat = ThreatModel("linf", 0.04)
     pgd = _acc(model, attacks.create("pgd", threat, steps=20)(model, x, y), y)
     apgd = _acc(model, attacks.create("apgd-ce", threat)(model, x, y), y)
-    assert 0.1 < pgd < _acc(model, x, y) - 0.2, pgd  # the comparison happens where it can go either way
+    assert 0.05 < pgd < _acc(model, x, y) - 0.2, pgd  # the comparison happens where it can go either way
     assert apgd <= pgd, (apgd, pgd)
 
 

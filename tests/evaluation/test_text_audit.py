@@ -121,3 +121,42 @@ def test_text_audit_refuses_what_needs_continuous_inputs():
         SubstitutionThreat(1.5)
     with pytest.raises(ValueError, match="non-empty strings"):
         run_audit(KeywordModel(), ["fine", "  "], LABELS[:2], SubstitutionThreat(0.5), sanity=False)
+
+
+class _NoGradients(KeywordModel):
+    """The keyword model declared non-differentiable (like an int8 model), with a float twin."""
+
+    robustkit_differentiable = False
+
+    def __init__(self, twin):
+        super().__init__()
+        self.twin = twin
+
+    def robustkit_float_twin(self):
+        return self.twin
+
+
+def test_non_differentiable_text_model_is_also_attacked_by_transfer_from_its_twin():
+    """Issue 13 (re-audit): a text model without gradients gets the preset's text attacks both crafted on its float
+    twin and transferred (``text-transfer``) and run on it directly; robust = survives both."""
+    from robustkit.evaluation.audit import non_differentiable_ensemble
+    from robustkit.modality import get_modality
+    twin = KeywordModel()
+    specs, note = non_differentiable_ensemble(get_modality("text"), "standard", None, twin)
+    assert [(n, p.get("attack")) for n, p in specs] == [("text-transfer", "word"), ("word", None),
+                                                        ("text-transfer", "char"), ("char", None)]
+    assert "text-transfer[word]" in note and specs[0][1]["surrogate"] is twin
+
+    register_attack("swap-alpha")(_SwapAlpha)
+    try:
+        target = _NoGradients(twin)
+        doc = run_audit(target, TEXTS, LABELS, SubstitutionThreat(0.5), attacks=[("swap-alpha", {})],
+                        class_names=["negative", "positive"], gallery=0, sanity=False)
+    finally:
+        unregister_attack("swap-alpha")
+    ev = doc["evaluation"]
+    names = [a["name"] for a in ev["attacks"]]
+    assert names == ["text-transfer", "swap-alpha"]
+    # "a good alpha film" -> "a good bad film", crafted on the twin, checked on the target: broken by the transfer
+    assert ev["per_sample"]["broken_by"][0] == "text-transfer"
+    assert ev["attacks"][0]["status"].startswith("ran") and ev["attacks"][0]["n_broken"] == 1

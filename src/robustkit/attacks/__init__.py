@@ -12,6 +12,7 @@ from .registry import KINDS, MODALITIES, available, create, get_class, info, reg
 
 # Importing the modules registers the attacks.
 from . import apgd, char, cw, fgsm, mifgsm, noise, pgd, square, transfer, word_substitution  # noqa: E402,F401
+from . import text_transfer  # noqa: E402,F401  (after word_substitution: it wraps the text attacks)
 from .char import CharAttack  # noqa: E402
 from .word_substitution import WordSubstitutionAttack  # noqa: E402
 

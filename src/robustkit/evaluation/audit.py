@@ -158,7 +158,8 @@ def float_twin(model):
 def non_differentiable_ensemble(modality, preset: str, attacks, twin) -> tuple[list, str]:
     """The ensemble for a model without gradients: each white-box attack of the preset (or of ``attacks``)
     is crafted on the float ``twin`` and transferred; black-box and query-only attacks run on the model
-    itself (gradient word ranking becomes deletion ranking); Square is added for images when absent."""
+    itself (gradient word ranking becomes deletion ranking), a text attack first on the twin too (its
+    sentences transferred); Square is added for images when absent."""
     specs = [(n, dict(p)) for n, p in (attacks if attacks is not None else modality.presets[preset])]
     from ..attacks import get_class
     out = []
@@ -167,13 +168,15 @@ def non_differentiable_ensemble(modality, preset: str, attacks, twin) -> tuple[l
         if kind == "white-box":
             out.append(("transfer", {"surrogate": twin, "attack": name, "attack_params": params}))
         else:
+            if kind == "discrete":  # the same search on the float twin first: it finds what the direct one misses
+                out.append(("text-transfer", {"surrogate": twin, "attack": name, "attack_params": dict(params)}))
             if params.get("importance") == "gradient":
                 params["importance"] = "deletion"
             out.append((name, params))
     if modality.continuous and not any(get_class(n).kind == "black-box" and n not in ("noise", "transfer")
                                        for n, _ in out):
         out.append(("square", {"n_queries": 5000}))
-    names = ", ".join(f"transfer[{p['attack']}]" if n == "transfer" else n for n, p in out)
+    names = ", ".join(f"{n}[{p['attack']}]" if n in ("transfer", "text-transfer") else n for n, p in out)
     note = (f"The model is not differentiable (declared robustkit_differentiable=False, e.g. int8 or ONNX "
             f"Runtime): no gradient attack runs on it. The {preset if attacks is None else 'given'} ensemble ran as "
             f"{names}: white-box attacks crafted on its float twin and transferred, plus query-only attacks on the "

@@ -344,7 +344,7 @@ class QuantizedModel(nn.Module):
         Static int8: a *fake-quantized* twin — the dequantized weights plus fake quantization of every
         activation with the int8 model's own scales and zero points (straight-through gradients), so it
         computes what the int8 kernels compute up to float rounding. Dynamic int8: the dequantized model
-        (its activations are quantized per batch at run time)."""
+        (its activations are quantized per input at run time)."""
         if self._twin is None:
             twin = self.dequantized_model()
             if self.flow == "int8-static":

@@ -27,8 +27,8 @@ class VisionModality(Modality):
     # reference runs it broke nothing after APGD-T and cost more than a third of AutoAttack's time.
     presets: ClassVar[dict] = {
         "quick": [("pgd", {"steps": 20})],
-        "fast": [("apgd-ce", {"steps": 100}),
-                 ("apgd-dlr", {"steps": 100, "targeted": True, "n_target_classes": 1, "target_rule": "margin"}),
+        "fast": [("apgd-ce", {"steps": 50}),
+                 ("apgd-dlr", {"steps": 50, "targeted": True, "n_target_classes": 1, "target_rule": "margin"}),
                  ("square", {"n_queries": 5000, "focus": 0.2})],
         "standard": [("apgd-ce", {"steps": 100}),
                      ("apgd-dlr", {"steps": 100, "targeted": True, "n_target_classes": 3, "target_rule": "margin"}),
