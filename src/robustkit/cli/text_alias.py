@@ -83,6 +83,9 @@ def text_audit(
 ) -> None:
     _moved(f"robustkit audit {checkpoint} ...")
     audit_cmd(target=checkpoint, data=data, data_dir=data_dir, preset="standard", attack_names=attacks, param=[],
-              eps=None, norm=None, sweep=None, noise=None, certify_sigma=None, certify_n=1000, certify_limit=100,
+              eps=None, norm=None, sweep=None, sweep_preset="quick", noise=None, certify_sigma=None, certify_n=1000,
+              certify_limit=100,
               surrogate=None, limit=limit, which=which, out=out, max_minutes=None, seed=seed, seeds=1, batch_size=64,
-              examples=examples, json_out=json_out, verbose=verbose)
+              examples=examples, weights=None, allow_download=False, model_arg=[], data_option=[], device="auto",
+              amp=False, fresh=False, json_out=json_out, verbose=verbose)  # every option explicit: the defaults
+              # of a typer command are OptionInfo objects when it is called as a plain function
