@@ -9,7 +9,6 @@ import re
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from typer.testing import CliRunner
 
 from robustkit import ThreatModel
@@ -20,6 +19,8 @@ from robustkit.evaluation import plots, run_audit, write_report
 from robustkit.evaluation.audit import _metrics, merge_headline_into_sweep, training_curve_from_metrics
 from robustkit.evaluation.report import render_html, render_markdown
 from robustkit.threat import SubstitutionThreat
+
+from _text_fixtures import KeywordModel
 
 runner = CliRunner()
 ENV = {"CI": "1"}
@@ -146,27 +147,6 @@ def test_warned_check_names_itself_and_its_advice(doc):
     assert f"| {name} | WARN | Robust accuracy rises" in md
 
 
-class _KeywordModel(nn.Module):
-    """Says "negative" exactly when a text contains the word "bad"."""
-
-    num_classes = 2
-
-    def __init__(self):
-        super().__init__()
-        self.scale = nn.Parameter(torch.tensor(3.0))
-
-    def encode(self, texts, device=None):
-        return {"bad": torch.tensor([float("bad" in t.split()) for t in texts])}
-
-    def forward(self, inputs):
-        b = inputs["bad"]
-        return self.scale * torch.stack([b, 1 - b], 1)
-
-    @torch.no_grad()
-    def predict_proba(self, texts, batch_size=64):
-        return self(self.encode(texts)).softmax(1)
-
-
 class _SwapAlpha(DiscreteAttack):
     """Replace the word "alpha" by "bad"."""
 
@@ -185,7 +165,7 @@ class _SwapAlpha(DiscreteAttack):
 def test_compare_vision_and_text_writes_html_beside_the_first_audit(doc, tmp_path, monkeypatch):
     register_attack("swap-alpha-12")(_SwapAlpha)
     try:
-        text_doc = run_audit(_KeywordModel(), ["a good alpha film", "a good film", "a bad film"],
+        text_doc = run_audit(KeywordModel(), ["a good alpha film", "a good film", "a bad film"],
                              torch.tensor([1, 1, 0]), SubstitutionThreat(0.5), attacks=[("swap-alpha-12", {})],
                              class_names=["negative", "positive"], sanity=False)
     finally:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 
 import torch
-from torch import nn
 
 from robustkit import ThreatModel
 from robustkit.attacks import AttackResult, DiscreteAttack, register_attack
@@ -16,26 +15,7 @@ from robustkit.attacks.registry import unregister_attack
 from robustkit.evaluation import run_audit, write_report
 from robustkit.threat import SubstitutionThreat
 
-
-class KeywordModel(nn.Module):
-    """Says "negative" exactly when a text contains the word "bad" (a deterministic text classifier)."""
-
-    num_classes = 2
-
-    def __init__(self):
-        super().__init__()
-        self.scale = nn.Parameter(torch.tensor(3.0))
-
-    def encode(self, texts, device=None):
-        return {"bad": torch.tensor([float("bad" in t.split()) for t in texts])}
-
-    def forward(self, inputs):
-        b = inputs["bad"]
-        return self.scale * torch.stack([b, 1 - b], 1)
-
-    @torch.no_grad()
-    def predict_proba(self, texts, batch_size=64):
-        return self(self.encode(texts)).softmax(1)
+from _text_fixtures import KeywordModel
 
 
 class _Swap(DiscreteAttack):

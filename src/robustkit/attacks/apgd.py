@@ -14,8 +14,6 @@ by default (AutoAttack's budgets); each restart/target runs only on samples stil
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .._validation import check_choice, check_number
