@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA ?= $(firstword $(wildcard ../shared/data) $(ROBUSTKIT_DATA))
 PYTEST_ARGS ?= -n 2
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench bench-text-deps clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q -c constraints.txt --no-deps torchattacks==3.5.1
 	ROBUSTKIT_DATA=$(DATA) $(PY) benchmarks/run_all.py
+
+# TextAttack's PWWS for benchmarks/text_vs_pwws.py: its small deps, then TextAttack itself without its heavy ones.
+bench-text-deps: $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -r benchmarks/requirements-textattack.txt
+	$(PY) -m pip install -q -c constraints.txt --no-deps textattack==0.3.11
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -18,11 +18,13 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ",", ".", "!"] + POSITIVE
         ["amusing", "dire", "slow", "well", "right", "full", "picture", "flick", "pic"]
 
 
-def make_tokenizer(folder):
+def make_tokenizer(folder, extra=()):
+    """A word-level WordPiece tokenizer over VOCAB (plus ``extra`` words/pieces such as "##ly", appended so the
+    default vocabulary and its ids stay as they are)."""
     from transformers import BertTokenizerFast
     folder.mkdir(parents=True, exist_ok=True)
     seen = []
-    for w in VOCAB:
+    for w in list(VOCAB) + list(extra):
         if w not in seen:
             seen.append(w)
     (folder / "vocab.txt").write_text("\n".join(seen) + "\n")
@@ -98,3 +100,100 @@ class KeywordModel(torch.nn.Module):
     @torch.no_grad()
     def predict_proba(self, texts, batch_size=64):
         return self(self.encode(texts)).softmax(1)
+
+
+# -- user-style tasks and model folders (two-sentence NLI, 4 classes) -----------------------------------------------
+TOPICS = {"sports": ["football", "tennis", "match", "goal"], "food": ["pizza", "bread", "soup", "cheese"],
+          "music": ["song", "guitar", "piano", "melody"], "weather": ["rain", "snow", "storm", "sunshine"]}
+SUBJECTS = {"man": "person", "woman": "person", "dog": "animal", "cat": "animal"}
+ACTIONS = ["sleeping", "running", "sitting", "eating"]
+PLACES = ["outside", "inside", "home", "park"]
+NLI_LABELS = ["entailment", "neutral", "contradiction"]  # the id order of an MNLI-style head
+EXTRA_VOCAB = [w for ws in TOPICS.values() for w in ws] + list(SUBJECTS) + ["person", "animal"] + ACTIONS + PLACES + \
+    ["nobody", "someone", "at", "in", "today", "super", "##b", "##ly"]
+
+
+def nli_rows(n, seed=0):
+    """(premise, hypothesis, label) triples of a synthetic 3-class NLI task: entailment generalises the
+    subject, contradiction says nobody does it, neutral adds a place the premise does not mention."""
+    g = torch.Generator().manual_seed(seed)
+    pick = lambda seq: seq[int(torch.randint(len(seq), (1,), generator=g))]  # noqa: E731
+    rows = []
+    for _ in range(n):
+        subj, act = pick(list(SUBJECTS)), pick(ACTIONS)
+        label = pick(NLI_LABELS)
+        premise = f"a {subj} is {act} {pick(PLACES)} today"
+        hyp = {"entailment": f"a {SUBJECTS[subj]} is {act}", "contradiction": f"nobody is {act}",
+               "neutral": f"a {subj} is {act} at the {pick(PLACES)}"}[label]
+        rows.append((premise, hyp, label))
+    return rows
+
+
+def topic_rows(n, seed=0):
+    """(text, label) pairs of a synthetic 4-class topic task: two topic words and some filler."""
+    g = torch.Generator().manual_seed(seed)
+    pick = lambda seq: seq[int(torch.randint(len(seq), (1,), generator=g))]  # noqa: E731
+    rows = []
+    for _ in range(n):
+        label = pick(list(TOPICS))
+        words = ["the", pick(TOPICS[label]), "was", pick(POSITIVE + NEGATIVE), "and", "the", pick(TOPICS[label]),
+                 "was", "very", pick(POSITIVE + NEGATIVE)]
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def write_nli_jsonl(folder, n_train=48, n_dev=12, seed=0):
+    """train.jsonl and dev.jsonl with premise / hypothesis / label fields."""
+    import json
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n, s in (("train", n_train, seed), ("dev", n_dev, seed + 1)):
+        (folder / f"{split}.jsonl").write_text("".join(
+            json.dumps({"premise": p, "hypothesis": h, "label": y}) + "\n" for p, h, y in nli_rows(n, s)))
+    return folder
+
+
+def write_topics_csv(folder, n_train=48, n_dev=12, seed=0):
+    """train.csv and dev.csv with text,label columns (4 classes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n, s in (("train", n_train, seed), ("dev", n_dev, seed + 1)):
+        (folder / f"{split}.csv").write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in topic_rows(n, s)))
+    return folder
+
+
+def tiny_bert_config(tok, **kw):
+    from transformers import BertConfig
+    return BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                      attention_probs_dropout_prob=0.0, **kw)
+
+
+def save_classifier_folder(folder, num_labels=3, labels=None, seed=0, tokenizer=True):
+    """A user's AutoModelForSequenceClassification folder (tiny BERT, random weights): config with num_labels
+    (and id2label names when ``labels`` is given), safetensors weights, and a fast tokenizer unless told not."""
+    from transformers import BertForSequenceClassification
+    tok = make_tokenizer(folder / "_tok", extra=EXTRA_VOCAB)
+    kw = {"num_labels": num_labels}
+    if labels is not None:
+        kw.update(id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        BertForSequenceClassification(tiny_bert_config(tok, **kw)).save_pretrained(str(folder))
+    if tokenizer:
+        tok.save_pretrained(str(folder))
+    import shutil
+    shutil.rmtree(folder / "_tok")
+    return folder
+
+
+def save_encoder_folder(folder, seed=0, tokenizer=True):
+    """An encoder-only folder (AutoModel weights, no classification head) with its tokenizer."""
+    from transformers import BertModel
+    tok = make_tokenizer(folder / "_tok", extra=EXTRA_VOCAB)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        BertModel(tiny_bert_config(tok), add_pooling_layer=False).save_pretrained(str(folder))
+    if tokenizer:
+        tok.save_pretrained(str(folder))
+    import shutil
+    shutil.rmtree(folder / "_tok")
+    return folder

@@ -123,8 +123,10 @@ def test_non_differentiable_text_model_is_also_attacked_by_transfer_from_its_twi
     from robustkit.modality import get_modality
     twin = KeywordModel()
     specs, note = non_differentiable_ensemble(get_modality("text"), "standard", None, twin)
-    assert [(n, p.get("attack")) for n, p in specs] == [("text-transfer", "word"), ("word", None),
-                                                        ("text-transfer", "char"), ("char", None)]
+    preset = get_modality("text").presets["standard"]
+    assert [n for n, _ in preset][-1] == "char"
+    assert [(n, p.get("attack")) for n, p in specs] == [pair for name, _ in preset
+                                                        for pair in (("text-transfer", name), (name, None))]
     assert "text-transfer[word]" in note and specs[0][1]["surrogate"] is twin
 
     register_attack("swap-alpha")(_SwapAlpha)

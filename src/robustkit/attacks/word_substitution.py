@@ -75,30 +75,53 @@ class SentenceEncoder:
         return torch.cat(out) if out else torch.zeros(0)
 
 
+class _Hyp:
+    """One partial adversarial text of a beam: its words, substitutions so far, true-class probability."""
+    __slots__ = ("words", "changed", "p_true", "sim")
+
+    def __init__(self, words, changed, p_true, sim=None):
+        self.words, self.changed, self.p_true, self.sim = words, changed, p_true, sim
+
+
 class _State:
-    __slots__ = ("idx", "words", "label", "order", "ptr", "changed", "p_true", "done", "queries", "success", "sim",
-                 "rng")
+    __slots__ = ("idx", "words", "label", "order", "ptr", "beam", "done", "queries", "success", "rng", "seen")
 
     def __init__(self, idx, words, label, rng):
         self.idx, self.words, self.label, self.rng = idx, list(words), label, rng
         self.order: list[int] = []
-        self.ptr, self.changed, self.p_true = 0, [], 1.0
-        self.done, self.queries, self.success, self.sim = False, 0, False, None
+        self.ptr = 0
+        self.beam = [_Hyp(list(words), [], 1.0)]
+        self.done, self.queries, self.success = False, 0, False
+        self.seen: set[str] = set()  # texts this example has queried (each counted once)
 
 
 class GreedyAttack(DiscreteAttack):
-    """The shared greedy search; subclasses supply ``candidates(word, state)``.
+    """The shared search; subclasses supply ``candidates(word, state)``.
 
+    Words are visited in order of importance; at each word every candidate of every hypothesis in
+    the beam is scored in one batched query; the first candidate that flips the prediction (the most
+    similar one when several do) ends the search, otherwise the ``beam_width`` texts with the lowest
+    true-class probability go on (``beam_width=1`` is the greedy search of PWWS/TextFooler; wider
+    beams recover from a greedy choice that leads nowhere, at beam_width times the queries).
+
+    ``importance``: "deletion" (drop in the true-class probability when the word is deleted, one query
+    per word), "gradient" (norm of the loss gradient at the word's token embeddings: one backward pass
+    for all words, A2T's cheap ranking) or "pwws" (Ren et al. 2019: softmax of the drop when the word is
+    replaced by the unknown token, times the largest drop its best substitute achieves; one query per
+    word and candidate, the priciest and most informed ranking).
+
+    Model queries are cached per call (a text is scored once), and the sentence-similarity constraint
+    is checked lazily: only for candidates that flip the prediction and the few best of the rest.
     ``threat``, ``max_share`` and ``seed`` are :class:`DiscreteAttack`'s.
     """
 
     def __init__(self, threat=None, *, max_candidates: int = 20, importance: str = "deletion",
                  min_similarity: float | None = None, encoder: Callable | str | None = None,
                  stop_words: Sequence[str] | None = None, batch_size: int = 64, max_queries: int | None = None,
-                 **kw):
+                 beam_width: int = 1, **kw):
         super().__init__(threat, **kw)
         self.max_candidates = check_number(max_candidates, "max_candidates", owner=self.name, low=1, integer=True)
-        self.importance = check_choice(importance, "importance", ("deletion", "gradient"), owner=self.name)
+        self.importance = check_choice(importance, "importance", ("deletion", "gradient", "pwws"), owner=self.name)
         if min_similarity is not None:
             min_similarity = check_number(min_similarity, "min_similarity", owner=self.name, low=-1, high=1)
         self.min_similarity = min_similarity
@@ -108,6 +131,7 @@ class GreedyAttack(DiscreteAttack):
         self.batch_size = check_number(batch_size, "batch_size", owner=self.name, low=1, integer=True)
         self.max_queries = None if max_queries is None else check_number(max_queries, "max_queries", owner=self.name,
                                                                           low=1, integer=True)
+        self.beam_width = check_number(beam_width, "beam_width", owner=self.name, low=1, integer=True)
 
     def params(self) -> dict:
         out = super().params()
@@ -131,128 +155,182 @@ class GreedyAttack(DiscreteAttack):
     # -- the search -------------------------------------------------------------------------------
     def _attack(self, model, texts: list[str], labels: list[int], seed: int) -> list[AttackResult]:
         """Attack ``texts`` (true ``labels``) against ``model`` (a TextClassifier); returns one result each."""
-        probs0 = self._query(model, list(texts))
+        self._cache: dict[str, torch.Tensor] = {}
         states = [_State(i, t.split(), y, random.Random(seed * 1_000_003 + i))
                   for i, (t, y) in enumerate(zip(texts, labels))]
+        probs0 = self._score(model, [(s, texts[s.idx]) for s in states])
         for s, p in zip(states, probs0):
-            s.queries, s.p_true = 1, float(p[s.label])
+            s.beam[0].p_true = float(p[s.label])
             s.done = int(p.argmax()) != s.label
         active = [s for s in states if not s.done]
         self._rank(model, active)
         encoder = self._encoder_fn()
-        orig_emb = encoder([texts[s.idx] for s in active]) if encoder and active else None
-        emb_row = {s.idx: k for k, s in enumerate(active)}
+        self._orig_emb = encoder([texts[s.idx] for s in active]) if encoder and active else None
+        self._emb_row = {s.idx: k for k, s in enumerate(active)}
         while active:
-            proposals: list[tuple[_State, int, str]] = []
+            proposals: list[tuple[_State, _Hyp, int, str]] = []
             for s in active:
-                while not s.done:
-                    if s.ptr >= len(s.order) or len(s.changed) >= budget(len(s.words), self.max_share) or (
-                            self.max_queries is not None and s.queries >= self.max_queries):
-                        s.done = True
-                        break
-                    pos = s.order[s.ptr]
-                    s.ptr += 1
-                    cands = self.candidates(s.words[pos], s)[: self.max_candidates]
-                    if cands:
-                        proposals += [(s, pos, _match_case(s.words[pos], c)) for c in cands]
-                        break
+                proposals += self._expand(s)
             if not proposals:
                 break
-            new_texts = [" ".join(s.words[:pos] + [c] + s.words[pos + 1:]) for s, pos, c in proposals]
-            probs = self._query(model, new_texts)
-            sims = None
-            if encoder is not None:
-                emb = encoder(new_texts)
-                rows = torch.tensor([emb_row[s.idx] for s, _, _ in proposals])
-                sims = (emb * orig_emb[rows]).sum(-1)
-            best: dict[int, tuple] = {}
-            for k, (s, pos, c) in enumerate(proposals):
-                s.queries += 1
-                if sims is not None and float(sims[k]) < self.min_similarity:
-                    continue
-                p_true = float(probs[k, s.label])
-                fooled = int(probs[k].argmax()) != s.label
-                sim = float(sims[k]) if sims is not None else None
-                key = (fooled, sim if (fooled and sim is not None) else -p_true)
-                if s.idx not in best or key > best[s.idx][0]:
-                    best[s.idx] = (key, pos, c, p_true, fooled, sim, int(probs[k].argmax()))
-            for s in {id(s): s for s, _, _ in proposals}.values():
-                choice = best.get(s.idx)
-                if choice is None:
-                    continue
-                _, pos, c, p_true, fooled, sim, _pred = choice
-                if fooled or p_true < s.p_true:
-                    s.changed.append((pos, s.words[pos], c))
-                    s.words[pos] = c
-                    s.p_true, s.sim = p_true, sim
-                    if fooled:
-                        s.success = s.done = True
+            self._step(model, proposals, encoder)
             active = [s for s in active if not s.done]
-        return self._results(model, texts, states, probs0)
+        try:
+            return self._results(model, texts, states, probs0)
+        finally:
+            self._cache = {}
+
+    def _expand(self, s: _State) -> list[tuple]:
+        """The next position's substitutions for every hypothesis of ``s`` that has budget left."""
+        limit = budget(len(s.words), self.max_share)
+        while not s.done:
+            open_hyps = [h for h in s.beam if len(h.changed) < limit]
+            if s.ptr >= len(s.order) or not open_hyps or (self.max_queries is not None and s.queries >= self.max_queries):
+                s.done = True
+                break
+            pos = s.order[s.ptr]
+            s.ptr += 1
+            cands = self.candidates(s.words[pos], s)[: self.max_candidates]
+            if cands:
+                return [(s, h, pos, _match_case(s.words[pos], c)) for h in open_hyps for c in cands]
+        return []
+
+    def _step(self, model, proposals, encoder) -> None:
+        new_texts = [" ".join(h.words[:pos] + [c] + h.words[pos + 1:]) for _, h, pos, c in proposals]
+        probs = self._score(model, [(s, t) for (s, _, _, _), t in zip(proposals, new_texts)])
+        by_state: dict[int, list] = {}
+        for k, (s, h, pos, c) in enumerate(proposals):
+            fooled = int(probs[k].argmax()) != s.label
+            by_state.setdefault(s.idx, [s, []])[1].append((k, fooled, float(probs[k, s.label])))
+        # Similarity only where it decides: every candidate that flips the prediction, and the
+        # beam_width + 2 best of the others (their order is known before the encoder runs).
+        need = []
+        for s, rows in by_state.values():
+            need += [k for k, fooled, _ in rows if fooled]
+            need += [k for k, _, _ in sorted((r for r in rows if not r[1]), key=lambda r: r[2])[: self.beam_width + 2]]
+        sims = {}
+        if encoder is not None and need:
+            emb = encoder([new_texts[k] for k in need])
+            rows_ = torch.tensor([self._emb_row[proposals[k][0].idx] for k in need])
+            sims = dict(zip(need, (emb * self._orig_emb[rows_]).sum(-1).tolist()))
+        ok = (lambda k: k in sims and sims[k] >= self.min_similarity) if encoder is not None else (lambda k: True)
+        for s, rows in by_state.values():
+            wins = [(sims.get(k, 1.0), k) for k, fooled, _ in rows if fooled and ok(k)]
+            if wins:
+                _, k = max(wins)
+                s.beam = [self._child(proposals[k], float(probs[k, s.label]), sims.get(k))]
+                s.success = s.done = True
+                continue
+            children = [self._child(proposals[k], p, sims.get(k)) for k, fooled, p in rows if not fooled and ok(k)]
+            # The unchanged hypotheses stay candidates: a position whose best substitute does not lower
+            # the true-class probability is skipped (greedy PWWS/TextFooler behaviour at width 1).
+            pool = sorted(s.beam + children, key=lambda h: h.p_true)
+            s.beam = pool[: self.beam_width]
+
+    @staticmethod
+    def _child(proposal, p_true, sim) -> _Hyp:
+        _, h, pos, c = proposal
+        words = list(h.words)
+        words[pos] = c
+        return _Hyp(words, h.changed + [(pos, h.words[pos], c)], p_true, sim)
 
     def _results(self, model, texts, states, probs0) -> list[AttackResult]:
         out = []
-        final_texts = [" ".join(s.words) if s.changed else texts[s.idx] for s in states]
-        changed_idx = [k for k, s in enumerate(states) if s.changed]
-        final_pred = probs0.argmax(-1).clone()
-        if changed_idx:
-            final_pred[changed_idx] = self._query(model, [final_texts[k] for k in changed_idx]).argmax(-1)
-        for k, s in enumerate(states):
+        best = [s.beam[0] for s in states]  # success: the flipping text; otherwise the lowest p_true
+        final_texts = [" ".join(h.words) if h.changed else texts[s.idx] for s, h in zip(states, best)]
+        final_pred = torch.stack([self._cache[t] for t in final_texts]).argmax(-1) if states else probs0.argmax(-1)
+        for k, (s, h) in enumerate(zip(states, best)):
             skipped = int(probs0[k].argmax()) != s.label
             out.append(AttackResult(original=texts[s.idx], adversarial=final_texts[k], label=s.label,
                                     pred_original=int(probs0[k].argmax()), pred_adversarial=int(final_pred[k]),
                                     success=(not skipped) and int(final_pred[k]) != s.label, skipped=skipped,
-                                    changed=[list(c) for c in s.changed], n_words=len(s.words), queries=s.queries,
-                                    similarity=s.sim))
+                                    changed=[list(c) for c in h.changed], n_words=len(s.words), queries=s.queries,
+                                    similarity=h.sim))
         return out
 
     # -- model queries ----------------------------------------------------------------------------
+    def _score(self, model, jobs: list[tuple[_State, str]]) -> torch.Tensor:
+        """Class probabilities of each job's text; each distinct text is sent to the model once per call
+        and counts as one query of each example that asks for it."""
+        todo = list(dict.fromkeys(t for _, t in jobs if t not in self._cache))
+        if todo:
+            for t, p in zip(todo, self._query(model, todo)):
+                self._cache[t] = p
+        for s, t in jobs:
+            if t not in s.seen:
+                s.seen.add(t)
+                s.queries += 1
+        return torch.stack([self._cache[t] for _, t in jobs]) if jobs else torch.zeros(0)
+
     def _query(self, model, texts: list[str]) -> torch.Tensor:
-        return model.predict_proba(texts, batch_size=self.batch_size)
+        # Batches of similar length waste little on padding (a transformer's cost grows with the
+        # longest text of a batch); the answers go back in the callers' order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        probs = model.predict_proba([texts[i] for i in order], batch_size=self.batch_size)
+        out = torch.empty_like(probs)
+        out[torch.tensor(order, dtype=torch.long)] = probs
+        return out
 
     def _rank(self, model, states: list[_State]) -> None:
         """Fill each state's ``order`` with its eligible positions, most important first."""
         for s in states:
             s.order = [i for i, w in enumerate(s.words) if eligible(w, self.stop_words) and self.candidates(w, s)]
-        if self.importance == "deletion":
-            jobs = [(s, i) for s in states for i in s.order]
-            if not jobs:
-                return
-            texts = [" ".join(s.words[:i] + s.words[i + 1:]) or "." for s, i in jobs]
-            probs = self._query(model, texts)
-            score = {}
-            for (s, i), p in zip(jobs, probs):
-                s.queries += 1
-                score[(s.idx, i)] = s.p_true - float(p[s.label])
-            for s in states:
-                s.order.sort(key=lambda i: -score[(s.idx, i)])
-        else:
+        if self.importance == "gradient":
             for start in range(0, len(states), self.batch_size):
                 chunk = states[start:start + self.batch_size]
                 saliency = word_saliency(model, [s.words for s in chunk], [s.label for s in chunk])
                 for s, sal in zip(chunk, saliency):
                     s.order.sort(key=lambda i: -sal[i])
                     s.queries += 1
+            return
+        unk = getattr(getattr(model, "tokenizer", None), "unk_token", None) or "[UNK]"
+        filler = [] if self.importance == "deletion" else [unk]
+        jobs = [(s, i, " ".join(s.words[:i] + filler + s.words[i + 1:]) or ".") for s in states for i in s.order]
+        probs = self._score(model, [(s, t) for s, _, t in jobs]) if jobs else []
+        drop = {(s.idx, i): s.beam[0].p_true - float(p[s.label]) for (s, i, _), p in zip(jobs, probs)}
+        if self.importance == "pwws":
+            # Ren et al. 2019, eq. 8: softmax(word saliency) x the best substitute's drop (constraint-free,
+            # as in the paper's ranking; the search below enforces the constraints).
+            subs = [(s, i, " ".join(s.words[:i] + [_match_case(s.words[i], c)] + s.words[i + 1:]))
+                    for s in states for i in s.order for c in self.candidates(s.words[i], s)[: self.max_candidates]]
+            sp = self._score(model, [(s, t) for s, _, t in subs]) if subs else []
+            best_drop: dict[tuple, float] = {}
+            for (s, i, _), p in zip(subs, sp):
+                d = s.beam[0].p_true - float(p[s.label])
+                best_drop[(s.idx, i)] = max(best_drop.get((s.idx, i), -1.0), d)
+            for s in states:
+                if not s.order:
+                    continue
+                soft = torch.softmax(torch.tensor([drop[(s.idx, i)] for i in s.order]), 0).tolist()
+                score = {i: w * best_drop.get((s.idx, i), 0.0) for i, w in zip(s.order, soft)}
+                s.order.sort(key=lambda i: -score[i])
+        else:
+            for s in states:
+                s.order.sort(key=lambda i: -drop[(s.idx, i)])
 
 
 def word_saliency(model, words: list[list[str]], labels: list[int]) -> list[list[float]]:
     """Per-word gradient norm of the loss w.r.t. the word's token embeddings (summed over word pieces)."""
-    tok = model.tokenizer
-    enc = tok(words, is_split_into_words=True, truncation=True, max_length=model.max_length, padding=True,
-              return_tensors="pt")
     dev = next(model.parameters()).device
-    ids, mask = enc["input_ids"].to(dev), enc["attention_mask"].to(dev)
+    if hasattr(model, "encode_words"):  # pair-aware alignment (text ||| text_pair)
+        enc, word_ids = model.encode_words(words, device=dev)
+    else:
+        enc = model.tokenizer(words, is_split_into_words=True, truncation=True, max_length=model.max_length,
+                              padding=True, return_tensors="pt")
+        word_ids = [enc.word_ids(b) for b in range(len(words))]
+        enc = {k: v.to(dev) for k, v in enc.items()}
+    ids, mask = enc["input_ids"], enc["attention_mask"]
     # autograd.grad w.r.t. the embeddings only: no parameter .grad is touched.
     with in_mode(model, "eval"), torch.enable_grad():
         emb = model.embed(ids).detach().requires_grad_(True)
-        logits = model.forward_embeds(emb, mask)
+        logits = model.forward_embeds(emb, mask, enc.get("token_type_ids"))
         loss = F.cross_entropy(logits.float(), torch.tensor(labels, device=dev), reduction="sum")
         (g,) = torch.autograd.grad(loss, emb)
     norms = g.norm(dim=-1).cpu()
     out = []
     for b, ws in enumerate(words):
         sal = [0.0] * len(ws)
-        for t, w in enumerate(enc.word_ids(b)):
+        for t, w in enumerate(word_ids[b]):
             if w is not None:
                 sal[w] += float(norms[b, t])
         out.append(sal)
@@ -277,21 +355,26 @@ class WordSubstitutionAttack(GreedyAttack):
     """
 
     def __init__(self, threat=None, *, candidates: str = "wordnet", min_similarity: float | None = 0.8,
-                 min_embedding_cos: float = 0.5, wordnet_path: str | None = None, **kw):
+                 min_embedding_cos: float = 0.5, wordnet_path: str | None = None, inflect: bool = True, **kw):
         super().__init__(threat, min_similarity=min_similarity, **kw)
         self.source = check_choice(candidates, "candidates", ("wordnet", "embedding", "both"), owner="word")
         self.min_embedding_cos = check_number(min_embedding_cos, "min_embedding_cos", owner="word", low=-1, high=1)
         self.wordnet_path = wordnet_path
-        self._wn = None
+        self.inflect = bool(inflect)
+        self._wn = self._syn = None
         if self.source in ("wordnet", "both"):
+            from ..data.synonyms import synonym_candidates
             from ..data.wordnet import load_wordnet
             try:
                 self._wn = load_wordnet(wordnet_path)
+                # Lemma lookup + re-inflection, shared with the synonym-hull objectives and SAFER certify.
+                self._syn = synonym_candidates(wordnet_path=wordnet_path, stop_words=self.stop_words,
+                                               inflect=self.inflect)
             except FileNotFoundError as err:
                 log.warning("%s Falling back to embedding-space neighbours.", err)
                 self.source = "embedding"
         self._neigh = None
-        self._cache: dict[str, list[str]] = {}
+        self._cache_words: dict[str, list[str]] = {}
 
     def params(self) -> dict:
         return {**super().params(), "candidates": self.source}  # the attribute name is taken by the method
@@ -299,22 +382,16 @@ class WordSubstitutionAttack(GreedyAttack):
     def _attack(self, model, texts, labels, seed):
         if self.source in ("embedding", "both") and (self._neigh is None or self._neigh.model is not model):
             self._neigh = EmbeddingNeighbours(model, min_cos=self.min_embedding_cos)
-            self._cache.clear()
+            self._cache_words.clear()
         return super()._attack(model, texts, labels, seed)
 
     def candidates(self, word: str, state=None) -> list[str]:
         w = word.lower()
-        if w in self._cache:
-            return self._cache[w]
-        out: list[str] = []
-        wn_pos = self._wn.pos_of(w) if self._wn is not None else set()
-        if self._wn is not None and self.source in ("wordnet", "both"):
-            syns = self._wn.synonyms(w)
-            # interleave POS lists so a capped list still covers every sense class the word has
-            lists = [syns[p] for p in ("a", "v", "n", "r") if p in syns]
-            for k in range(max((len(v) for v in lists), default=0)):
-                out += [v[k] for v in lists if k < len(v) and v[k] not in out]
+        if w in self._cache_words:
+            return self._cache_words[w]
+        out: list[str] = list(self._syn(w)) if self._syn is not None else []
         if self._neigh is not None and self.source in ("embedding", "both"):
+            wn_pos = self._wn.pos_of(w) if self._wn is not None else set()
             for c in self._neigh(w, self.max_candidates):
                 if c in out or c == w or c in self.stop_words:
                     continue
@@ -324,7 +401,7 @@ class WordSubstitutionAttack(GreedyAttack):
                         continue  # POS known for both and disjoint
                 out.append(c)
         out = [c for c in out if c != w and c not in self.stop_words]
-        self._cache[w] = out
+        self._cache_words[w] = out
         return out
 
 

@@ -203,8 +203,14 @@ def load_target(target: Optional[str], data: Optional[str], data_dir: Optional[s
         raise ValueError(f"The checkpoint {meta['path']!r} is a {modality.name} model but --data {name!r} is "
                          f"{dataset_modality(name)} data.")
     options = {"variant": spec["variant"]} if name == spec.get("name") and spec.get("variant") else {}
+    if name == spec.get("name") and hasattr(modality, "data_defaults"):
+        options.update(modality.data_defaults(spec))  # e.g. the columns a text model was trained on
     options.update(parse_params_as(data_options or [], "--data-option"))
     ds = load_data(modality, name, data_dir, seed, options)
+    if hasattr(modality, "match_labels"):  # before the class-count checks: it names both label sets
+        note = modality.match_labels(model, meta, ds, str(target), name)
+        if note:
+            typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
     have = ds.spec()
     for key in ("input_shape", "num_classes"):
         if spec.get(key) is None or have.get(key) is None:

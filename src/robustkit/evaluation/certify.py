@@ -1,5 +1,6 @@
 """Randomized-smoothing certification — Cohen, Rosenfeld & Kolter, "Certified Adversarial Robustness
-via Randomized Smoothing" (ICML 2019), algorithm CERTIFY.
+via Randomized Smoothing" (ICML 2019), algorithm CERTIFY; for texts, SAFER's smoothing over random word
+substitutions (:func:`certify_substitutions`, in :mod:`robustkit.evaluation.certify_text`).
 
 The smoothed classifier g(x) = argmax_c P(f(x + e) = c), e ~ N(0, sigma^2 I). For each input:
 n0 noisy samples pick the top class cA; n fresh samples count how often f predicts cA; the
@@ -11,6 +12,8 @@ Example::
 
     out = certify(model, x, y, sigma=0.25, n0=100, n=1000, alpha=0.001, radii=[0, 0.25, 0.5])
     out["certified_accuracy"], out["abstain_rate"]
+
+Both certificates share the two-stage vote (:func:`top_class_bound`) and the summary (:func:`summarize`).
 """
 from __future__ import annotations
 
@@ -23,6 +26,25 @@ from tqdm.auto import tqdm
 from .._validation import check_inputs, check_number
 from ._common import eval_mode
 from .stats import accuracy_with_ci, clopper_pearson_lower
+
+
+def top_class_bound(selection_counts: torch.Tensor, counts: torch.Tensor, alpha: float) -> tuple[int, float]:
+    """Cohen et al.'s two-stage vote: the top class cA of the selection draws, and the one-sided (1 - alpha)
+    Clopper-Pearson lower bound of P(f = cA) from the fresh draws. Separate draws keep the bound valid:
+    choosing cA on the same draws that bound it would bias pA upwards."""
+    c_a = int(selection_counts.argmax())
+    return c_a, clopper_pearson_lower(int(counts[c_a]), int(counts.sum()), alpha)
+
+
+def summarize(prediction: list[int], majority: list[int], y: torch.Tensor, certified: list[torch.Tensor]) -> dict:
+    """Certified accuracy at each budget (``certified[k]``: which inputs the certificate covers at budget k),
+    abstain rate and the plug-in smoothed accuracy, each with its 95% Clopper-Pearson interval."""
+    pred_t, y = torch.tensor(prediction, dtype=torch.long), y.cpu().long()
+    correct = pred_t == y  # an abstention (-1) is never correct
+    total = int(y.numel())
+    return {"certified_accuracy": [accuracy_with_ci(int((correct & ok).sum()), total) for ok in certified],
+            "abstain_rate": accuracy_with_ci(int((pred_t == -1).sum()), total),
+            "smoothed_accuracy": accuracy_with_ci(int((torch.tensor(majority) == y).sum()), total)}
 
 
 @torch.no_grad()
@@ -73,25 +95,27 @@ def certify(model, x: torch.Tensor, y: torch.Tensor, sigma: float, *, n0: int = 
         for i in tqdm(range(x.shape[0]), desc="certify", disable=not progress, leave=False):
             c0 = _noise_counts(model, x[i], sigma, n0, num_classes, batch_size, gen)
             num_classes = c0.numel()
-            c_a = int(c0.argmax())
             counts = _noise_counts(model, x[i], sigma, n, num_classes, batch_size, gen)
             majority.append(int(counts.argmax()))
-            p_a = clopper_pearson_lower(int(counts[c_a]), n, alpha)
+            c_a, p_a = top_class_bound(c0, counts, alpha)
             if p_a < 0.5:
                 preds.append(-1)
                 rads.append(0.0)
             else:
                 preds.append(c_a)
                 rads.append(sigma * phi_inv(min(p_a, 1 - 1e-16)))
-    pred_t, rad_t = torch.tensor(preds), torch.tensor(rads, dtype=torch.float64)
-    correct = pred_t == y.cpu()
-    total = int(y.numel())
+    rad_t = torch.tensor(rads, dtype=torch.float64)
     return {
-        "sigma": sigma, "n0": n0, "n": n, "alpha": alpha, "seed": seed, "num_samples": total,
+        "sigma": sigma, "n0": n0, "n": n, "alpha": alpha, "seed": seed, "num_samples": int(y.numel()),
         "radii": [float(r) for r in radii],
-        "certified_accuracy": [accuracy_with_ci(int((correct & (rad_t >= r)).sum()), total) for r in radii],
-        "abstain_rate": accuracy_with_ci(int((pred_t == -1).sum()), total),
-        "smoothed_accuracy": accuracy_with_ci(int((torch.tensor(majority) == y.cpu()).sum()), total),
+        **summarize(preds, majority, y, [rad_t >= r for r in radii]),
         "prediction": preds, "radius": [round(r, 5) for r in rads],
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+# Re-exported here so "certify.py holds randomized smoothing" stays true for readers and imports; imported
+# last because certify_text uses the helpers above.
+from .certify_text import certify_substitutions  # noqa: E402
+
+__all__ = ["certify", "certify_substitutions", "summarize", "top_class_bound"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .text import ModelFolderError, TextClassifier, _finish
+from .text import ModelFolderError, TextClassifier, _finish, check_tokenizer_files
 
 
 def load_hf_classifier(source: str, *, allow_download: bool = False, max_length: int | None = None
@@ -23,6 +23,8 @@ def load_hf_classifier(source: str, *, allow_download: bool = False, max_length:
     is_dir = Path(source).is_dir()
     hint = "" if is_dir or allow_download else (" It is not a local folder and not in the local Hugging Face cache; "
                                                 "pass --allow-download to fetch it from the hub.")
+    if is_dir:
+        check_tokenizer_files(source)
     try:
         tok = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local)
     except (OSError, ValueError, TypeError) as err:
@@ -32,11 +34,27 @@ def load_hf_classifier(source: str, *, allow_download: bool = False, max_length:
         raise ModelFolderError(f"The tokenizer of {source!r} is not a fast (Rust) tokenizer; robustkit needs one "
                                "for word alignment. Save a tokenizer.json with the model "
                                "(tokenizer.save_pretrained(folder) with a fast tokenizer).")
+    from .text import quiet_transformers
     try:
-        enc = transformers.AutoModelForSequenceClassification.from_pretrained(source, local_files_only=local)
+        with quiet_transformers():
+            enc, info = transformers.AutoModelForSequenceClassification.from_pretrained(
+                source, local_files_only=local, output_loading_info=True)
     except (OSError, ValueError, TypeError) as err:
         raise ModelFolderError(f"Cannot load a sequence-classification model from {source!r}: "
                                f"{str(err).splitlines()[0]}.{hint}") from None
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        # transformers fills missing weights with random ones: an encoder-only folder would "classify" at chance.
+        prefix = f"{getattr(enc, 'base_model_prefix', '')}."
+        head = [k for k in missing if not k.startswith(prefix)]
+        arch = list(getattr(enc.config, "architectures", None) or [])
+        what = (f"holds no classification head (its weights lack {', '.join(head[:4])}; config.json "
+                f"architectures {arch}): it is an encoder only" if head else
+                f"lacks weights {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}, which would be random")
+        raise ModelFolderError(f"The Hugging Face model {source!r} {what}. Expected a model saved from "
+                               "AutoModelForSequenceClassification after fine-tuning. Train a head first: robustkit "
+                               f"train --model {source} --data ... (then attack/audit/certify the run folder), or "
+                               "pass a fine-tuned classification model.")
     num_labels = int(getattr(enc.config, "num_labels", 0) or 0)
     if num_labels < 2:
         raise ModelFolderError(f"The Hugging Face model {source!r} has {num_labels} label(s) (config.num_labels); "

@@ -74,14 +74,23 @@ def resolve_source(name: str) -> str:
     raise unknown_name_error("text model", name, _TEXT_MODELS)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model", "vocab.json")
+
+
+def check_tokenizer_files(folder: str | os.PathLike) -> None:
+    """A model folder must hold its tokenizer: transformers would otherwise build one with an EMPTY vocabulary
+    from the config alone (every word [UNK]) and the model would silently see nothing."""
+    path = Path(folder)
+    if path.is_dir() and not any((path / n).is_file() for n in TOKENIZER_FILES):
+        raise ModelFolderError(f"Model folder {str(path)!r} has no tokenizer: expected one of "
+                               f"{', '.join(TOKENIZER_FILES)} beside the weights, found "
+                               f"{sorted(p.name for p in path.iterdir())}. Save it there with "
+                               "tokenizer.save_pretrained(folder).")
+
+
 def load_tokenizer(source: str):
     from transformers import AutoTokenizer
-    path = Path(source)
-    if path.is_dir():
-        names = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model", "vocab.json")
-        if not any((path / n).is_file() for n in names):
-            raise ModelFolderError(f"Model folder {str(path)!r} has no tokenizer (none of {', '.join(names)}). "
-                                   "Save one beside the weights with tokenizer.save_pretrained(folder).")
+    check_tokenizer_files(source)
     try:
         tok = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as err:
@@ -95,14 +104,16 @@ def load_tokenizer(source: str):
 def _tokenizer_to_spec(tok) -> dict:
     special = {k: v for k, v in tok.special_tokens_map.items() if isinstance(v, str)}
     return {"json": tok.backend_tokenizer.to_str(), "special_tokens": special,
-            "model_max_length": int(min(getattr(tok, "model_max_length", 512), 1_000_000))}
+            "model_max_length": int(min(getattr(tok, "model_max_length", 512), 1_000_000)),
+            "model_input_names": list(getattr(tok, "model_input_names", []) or [])}
 
 
 def _tokenizer_from_spec(spec: dict):
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
+    kw = {"model_input_names": spec["model_input_names"]} if spec.get("model_input_names") else {}
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(spec["json"]),
-                                   model_max_length=spec.get("model_max_length", 512), **spec["special_tokens"])
+                                   model_max_length=spec.get("model_max_length", 512), **spec["special_tokens"], **kw)
 
 
 class TextClassifier(nn.Module):
@@ -121,6 +132,7 @@ class TextClassifier(nn.Module):
         self.head_kind = head
         self.num_classes = num_classes
         self.max_length = max_length
+        self.word_map = None  # a SynonymEncoding (model_args.synonym_encoding) applied before tokenizing
         if head == "sequence-classification":
             self.dropout, self.classifier = nn.Identity(), None
         else:
@@ -162,13 +174,62 @@ class TextClassifier(nn.Module):
             emb = emb + delta
         return self.forward_embeds(emb, inputs["attention_mask"], inputs.get("token_type_ids"))
 
-    # -- convenience -------------------------------------------------------------------------------
-    def encode(self, texts: list[str], device: torch.device | None = None) -> dict[str, torch.Tensor]:
-        from ..data.text import encode_texts, pad_batch
-        ids, _ = encode_texts(self.tokenizer, texts, self.max_length, warn=False)
-        batch = pad_batch(ids, self.tokenizer.pad_token_id)
+    # -- tokenization ------------------------------------------------------------------------------
+    @property
+    def uses_token_types(self) -> bool:
+        """Whether inputs carry ``token_type_ids``: the tokenizer makes them and the encoder has segment
+        embeddings for two segments (BERT, MiniLM, ELECTRA; not RoBERTa, whose single type would overflow)."""
+        config = getattr(self.encoder, "config", None)
+        return ("token_type_ids" in (getattr(self.tokenizer, "model_input_names", None) or ())
+                and int(getattr(config, "type_vocab_size", 0) or 0) >= 2)
+
+    def _batch(self, enc, device) -> dict[str, torch.Tensor]:
+        from ..data.text import pad_batch
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        batch = pad_batch(enc.input_ids, pad, enc.token_type_ids if self.uses_token_types else None)
         dev = device or next(self.parameters()).device
         return {k: v.to(dev) for k, v in batch.items()}
+
+    def encode(self, texts: list[str], device: torch.device | None = None) -> dict[str, torch.Tensor]:
+        """Padded inputs for ``forward``: ``input_ids``, ``attention_mask`` and, for encoders with segment
+        embeddings, ``token_type_ids``. A text ``a ||| b`` (:data:`robustkit.data.text.PAIR_SEPARATOR`) is
+        tokenized as the pair (a, b); cut to ``max_length`` tokens."""
+        from ..data.text import tokenize_texts
+        return self._batch(tokenize_texts(self.tokenizer, self.prepare(texts), self.max_length, warn=False), device)
+
+    def prepare(self, texts: list[str]) -> list[str]:
+        """The texts as the encoder sees them: each word replaced by its synonym cluster's representative when
+        the model was built with ``synonym_encoding`` (one word for one word, so word positions stay)."""
+        if self.word_map is None:
+            return list(texts)
+        return [self.word_map(t) for t in texts]
+
+    def set_synonym_encoding(self, on: bool) -> None:
+        """Switch synonym encoding (:class:`robustkit.data.synonyms.SynonymEncoding` over this tokenizer's
+        vocabulary and the word attack's candidate sets) on or off; recorded in ``robustkit_spec``."""
+        from ..data.synonyms import synonym_encoding_for
+        self.word_map = synonym_encoding_for(self.tokenizer) if on else None
+        if hasattr(self, "robustkit_spec"):
+            self.robustkit_spec["synonym_encoding"] = bool(on)
+
+    def encode_words(self, words: list[list[str]], device: torch.device | None = None
+                     ) -> tuple[dict[str, torch.Tensor], list[list[int | None]]]:
+        """Inputs for ``forward`` from whitespace-split texts, with each token's word.
+
+        ``words[i]`` is ``text.split()`` (a pair holds the word ``|||`` between its sentences). Returns the
+        padded batch exactly as :meth:`encode` makes it for ``" ".join(words[i])`` and, per text and token
+        position, the index in ``words[i]`` of the word the token came from, or None for special tokens,
+        padding and the separator (gradient word saliency sums token gradients per word with it).
+        """
+        from ..data.text import encode_words
+        if self.word_map is not None:
+            words = [[self.word_map.word(w) for w in ws] for ws in words]
+        enc, word_ids = encode_words(self.tokenizer, words, self.max_length)
+        batch = self._batch(enc, device)
+        width = batch["input_ids"].shape[1]
+        return batch, [row + [None] * (width - len(row)) for row in word_ids]
+
+    # -- convenience -------------------------------------------------------------------------------
 
     @torch.no_grad()
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
@@ -212,32 +273,139 @@ def _apply_lora(model: TextClassifier, lora: dict) -> None:
     model.encoder = get_peft_model(model.encoder, cfg)
 
 
-def build_text_model(name: str, num_classes: int, *, head: str = "mean", dropout: float = 0.1,
+def build_text_model(name: str, num_classes: int, *, head: str = "auto", dropout: float = 0.1,
                      max_length: int = 128, freeze_layers: int = 0, lora: dict | None = None,
-                     **_ignored: Any) -> TextClassifier:
+                     class_names: list[str] | None = None, new_head: bool = False,
+                     synonym_encoding: bool = False, **_ignored: Any) -> TextClassifier:
     """Build a :class:`TextClassifier` from a registered name (``minilm-l6``), a local folder or a hub name.
 
-    ``lora`` (e.g. ``{"r": 8, "alpha": 16}``) switches to parameter-efficient fine-tuning with LoRA.
+    ``head``: ``"auto"`` (default) keeps the classification head of a folder saved from an
+    ``AutoModelForSequenceClassification`` (fine-tuning it; its label set must be the data's, see
+    :func:`check_label_sets`) and puts a new mean-pooling head on an encoder-only folder; ``"mean"`` /
+    ``"cls"`` always put a new head on the encoder; ``"sequence-classification"`` uses the Hugging Face
+    head. ``new_head=True`` replaces a folder's head of another size (or other labels) by a new one.
+    ``class_names`` (the data's labels, in id order) are checked against the folder's head and written
+    into a new head's ``id2label``. ``lora`` (e.g. ``{"r": 8, "alpha": 16}``) switches to LoRA fine-tuning.
+    ``synonym_encoding=True`` maps every word to its synonym cluster's representative before tokenizing
+    (:class:`robustkit.data.synonyms.SynonymEncoding`; needs WordNet).
     Extra keys (data options travelling in ``model_args``) are ignored.
     """
-    check_choice(head, "head", ("mean", "cls", "sequence-classification"), owner="build_text_model")
+    check_choice(head, "head", ("auto", "mean", "cls", "sequence-classification"), owner="build_text_model")
     check_number(num_classes, "num_classes", owner="build_text_model", low=2, integer=True)
     check_number(max_length, "max_length", owner="build_text_model", low=4, integer=True)
     check_number(freeze_layers, "freeze_layers", owner="build_text_model", low=0, integer=True)
+    if not isinstance(new_head, bool):
+        raise TypeError(f"The 'new_head' parameter of build_text_model must be true or false. Got {new_head!r}.")
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"The 'class_names' parameter of build_text_model must list {num_classes} names "
+                         f"(num_classes). Got {list(class_names)!r}.")
     source = resolve_source(name)
     tok = load_tokenizer(source)
+    own = folder_head(source)
+    if head == "auto":
+        head = "sequence-classification" if own is not None else "mean"
+    keep_head = head == "sequence-classification" and own is not None and not new_head
+    if keep_head:  # checked before loading any weights: a wrong label set is the user's to fix, not a load error
+        order = check_label_sets(own["labels"], own["num_labels"], class_names, num_classes,
+                                 model_desc=f"The model folder {source!r} has a {own['num_labels']}-class "
+                                            "classification head",
+                                 data_desc="the training data", hint=_TRAIN_HINT)
+        if order is not None:  # same names, another order: training would teach the head swapped classes
+            in_model_order = [str(class_names[order.index(m)]) for m in range(num_classes)]
+            raise ModelFolderError(
+                f"The model folder {source!r} has a classification head with labels {own['labels']}, and the "
+                f"training data has the same labels in another order {list(class_names)}: class ids would be "
+                f"swapped. Pass --set model_args.labels=[{','.join(in_model_order)}] (the data's labels in the "
+                "model's order), or --set model_args.new_head=true to train a new head.")
     from transformers import AutoModel, AutoModelForSequenceClassification
     try:
-        if head == "sequence-classification":
+        if keep_head:
             with quiet_transformers():
-                enc = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_classes)
+                enc = AutoModelForSequenceClassification.from_pretrained(source)
+            log.info("%s: fine-tuning its own %d-class classification head", name, num_classes)
+        elif head == "sequence-classification":
+            names = [str(c) for c in class_names] if class_names else [f"LABEL_{i}" for i in range(num_classes)]
+            with quiet_transformers():
+                enc = AutoModelForSequenceClassification.from_pretrained(
+                    source, num_labels=num_classes, id2label=dict(enumerate(names)),
+                    label2id={n: i for i, n in enumerate(names)}, ignore_mismatched_sizes=True)
             log.info("%s: the %d-class classification head is newly initialized (train it)", name, num_classes)
         else:
             enc = _auto_model_from_pretrained(AutoModel, source)
+            if own is not None:
+                log.info("%s: its own classification head is not used; a new %r head is trained", name, head)
     except (OSError, ValueError) as err:
         raise ModelFolderError(f"Cannot load model weights from {source!r}: {err}") from None
-    return _finish(enc, tok, name=name, num_classes=num_classes, head=head, dropout=dropout, max_length=max_length,
-                   freeze_layers=freeze_layers, lora=lora)
+    model = _finish(enc, tok, name=name, num_classes=num_classes, head=head, dropout=dropout, max_length=max_length,
+                    freeze_layers=freeze_layers, lora=lora)
+    if synonym_encoding:
+        model.set_synonym_encoding(True)
+    return model
+
+
+_TRAIN_HINT = ("Train on data with the model's labels, pass --set model_args.labels=[...] listing the data's "
+               "labels in the model's order, or pass --set model_args.new_head=true to replace the head by a new "
+               "one for the data's labels (trained from scratch; the encoder keeps its weights).")
+
+
+def folder_head(source: str) -> dict | None:
+    """The classification head a local model folder was saved with (``config.json``'s architectures name
+    a ``...ForSequenceClassification``): {"num_labels", "labels" (None when unnamed), "architectures"};
+    None for an encoder-only folder or anything that is not a local folder."""
+    path = Path(source)
+    if not (path / "config.json").is_file():
+        return None
+    try:
+        conf = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelFolderError(f"Cannot read {str(path / 'config.json')!r}: {err}") from None
+    arch = [str(a) for a in conf.get("architectures") or []]
+    if not any(a.endswith("ForSequenceClassification") for a in arch):
+        return None
+    id2label = conf.get("id2label") or {}
+    num = int(conf.get("num_labels") or len(id2label) or 2)
+    return {"num_labels": num, "labels": label_names(id2label, num), "architectures": arch}
+
+
+def label_names(id2label: dict | None, num_labels: int) -> list[str] | None:
+    """A config's ``id2label`` as a list in id order, or None when it only holds the default LABEL_0, LABEL_1...
+    (a model that was never told its labels' names)."""
+    id2label = {int(k): str(v) for k, v in (id2label or {}).items()}
+    names = [id2label.get(i, f"LABEL_{i}") for i in range(num_labels)]
+    if all(n == f"LABEL_{i}" for i, n in enumerate(names)):
+        return None
+    return names
+
+
+def _are_ids(names) -> bool:
+    return names is not None and [str(n).strip() for n in names] == [str(i) for i in range(len(names))]
+
+
+def check_label_sets(model_names: list[str] | None, model_classes: int, data_names: list[str] | None,
+                     data_classes: int, *, model_desc: str, data_desc: str, hint: str) -> list[int] | None:
+    """Refuse data whose label set is not the model's; the error names both sets.
+
+    Counts must agree. Names are compared when both sides have real ones (labels that are just the ids
+    "0".."k-1", or a model's default LABEL_i, match by position), ignoring case. Returns None when the
+    labels match in order, else the data's labels' positions in the model's order (same names, another
+    order: the caller may re-map the data with it).
+    """
+    data_list = [str(n) for n in data_names] if data_names is not None else None
+    shown_model = model_names if model_names is not None else f"{model_classes} unnamed classes"
+    shown_data = data_list if data_list is not None else f"{data_classes} classes"
+    if model_classes != data_classes:
+        raise ValueError(f"{model_desc} with labels {shown_model}, but {data_desc} has {data_classes} classes "
+                         f"{shown_data}: the label sets differ. {hint}")
+    if model_names is None or data_list is None or _are_ids(model_names) or _are_ids(data_list):
+        return None
+    norm_m = [n.strip().lower() for n in model_names]
+    norm_d = [n.strip().lower() for n in data_list]
+    if norm_m == norm_d:
+        return None
+    if sorted(norm_m) == sorted(norm_d) and len(set(norm_m)) == len(norm_m):
+        return [norm_m.index(n) for n in norm_d]
+    raise ValueError(f"{model_desc} with labels {model_names}, but {data_desc} has labels {data_list}: the label "
+                     f"sets differ ({sorted(set(norm_d) - set(norm_m))} are not the model's). {hint}")
 
 
 def text_model_from_encoder(encoder: nn.Module, tokenizer, num_classes: int, *, name: str = "custom",
@@ -274,6 +442,8 @@ def _build_from_spec(spec: dict) -> TextClassifier:
     if spec.get("lora"):
         _apply_lora(model, spec["lora"])
     model.robustkit_spec = dict(spec)
+    if spec.get("synonym_encoding"):
+        model.set_synonym_encoding(True)
     return model
 
 

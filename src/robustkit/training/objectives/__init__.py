@@ -7,7 +7,7 @@ if it needs them, the ``before_step``/``after_step`` hooks; the trainer needs no
 from .base import (AdversarialObjective, Objective, Stats, available_objectives, create_objective, crafting_model,
                    get_objective_class, register_objective)
 # Imported for their registration side effect; none imports transformers.
-from . import standard, fgsm, pgd, mixed, trades, mart, awp, embed_pgd, freelb, smart, augment  # noqa: F401, E402
+from . import standard, fgsm, pgd, mixed, trades, mart, awp, embed_pgd, freelb, smart, augment, ascc, random_sub  # noqa: F401, E402
 
 __all__ = ["AdversarialObjective", "Objective", "Stats", "available_objectives", "create_objective", "crafting_model",
            "get_objective_class", "register_objective"]

@@ -1,0 +1,172 @@
+"""Synonym candidate sets for word substitutions: WordNet looked up by lemma, substitutes re-inflected.
+
+One candidate function serves the word attack, the synonym-hull training objectives (ASCC/DNE) and
+SAFER-style certification, so the threat model, the defence and the certificate agree on what a
+word may become.
+
+Why lemmas: WordNet indexes base forms only ("lack", "seem", "character"). Looking up the exact
+form leaves inflected words ("lacks", "seems", "characters") without synonyms: on SST-2's dev set
+that was 1,258 words with candidates against PWWS's 1,602 (NLTK's reader applies morphy). Why
+re-inflection: PWWS substitutes the bare lemma ("lacks" -> "miss"), which breaks the sentence's
+grammar; here each synonym takes the original's inflection ("lacks" -> "misses") through
+``lemminflect`` (Penn tags VBZ/VBD/VBG/VBN/NNS/JJR/JJS/RBR/RBS).
+
+Each part of speech the word can have contributes its synonyms (the lexical POS from WordNet,
+no contextual tagger); lists are interleaved across POS and senses so a capped list still covers
+every sense class. Without ``lemminflect`` the lookup falls back to exact forms (with a warning).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Iterable
+
+from .wordnet import POS_FILES, load_wordnet
+
+log = logging.getLogger(__name__)
+
+_UPOS = {"n": "NOUN", "v": "VERB", "a": "ADJ", "r": "ADV"}
+# The tag of an inflected form when lemminflect does not list it (e.g. "lacks" as a noun plural):
+# the morphy rule that produced the lemma says which inflection it was.
+_SUFFIX_TAGS = {"n": [("s", "NNS")], "v": [("s", "VBZ"), ("ing", "VBG"), ("ed", "VBD")],
+                "a": [("est", "JJS"), ("er", "JJR")], "r": [("est", "RBS"), ("er", "RBR")]}
+
+
+def _lemminflect():
+    try:
+        import lemminflect
+        return lemminflect
+    except ModuleNotFoundError:
+        return None
+
+
+class SynonymCandidates:
+    """``candidates(word) -> [substitutes]``: WordNet synonyms of the word's lemmas, in the word's form.
+
+    ``max_candidates`` caps each list (None: all); ``stop_words`` are never offered; ``inflect=False``
+    returns bare lemmas (PWWS's behaviour). Lists are cached per lower-cased word.
+    """
+
+    def __init__(self, *, wordnet_path: str | None = None, max_candidates: int | None = None,
+                 stop_words: Iterable[str] = (), inflect: bool = True, pos: Iterable[str] = tuple(POS_FILES)):
+        self.wn = load_wordnet(wordnet_path)
+        self.max_candidates = max_candidates
+        self.stop_words = frozenset(w.lower() for w in stop_words)
+        self.pos = tuple(p for p in POS_FILES if p in set(pos))
+        self._li = _lemminflect() if inflect else None
+        if inflect and self._li is None:
+            log.warning("lemminflect is not installed (pip install 'robustkit[text]'): synonyms are looked up by "
+                        "the exact word form only, so inflected words get fewer candidates.")
+        self._cache: dict[str, list[str]] = {}
+
+    def __call__(self, word: str) -> list[str]:
+        w = word.lower()
+        out = self._cache.get(w)
+        if out is None:
+            out = self._cache[w] = self._lookup(w)
+        return out if self.max_candidates is None else out[: self.max_candidates]
+
+    # -- lookup -----------------------------------------------------------------------------------
+    def _tags(self, w: str, lemma: str, pos: str) -> list[str]:
+        """Penn tags under which ``lemma`` is spelled ``w`` (empty: ``w`` is the base form)."""
+        if w == lemma:
+            return []
+        tags = [t for t, forms in self._li.getAllInflections(lemma, upos=_UPOS[pos]).items() if w in forms]
+        if not tags:
+            tags = [t for suffix, t in _SUFFIX_TAGS[pos] if w.endswith(suffix)][:1]
+        return tags
+
+    def _inflect(self, lemma: str, tags: list[str]) -> str | None:
+        if not tags:
+            return lemma
+        # Regular rules are safe for verbs and nouns ("scat" -> "scatting"), not for comparatives
+        # ("amusing" -> "amusingest"): adjectives and adverbs keep only dictionary forms.
+        oov = tags[0][:2] in ("VB", "NN")
+        forms = self._li.getInflection(lemma, tag=tags[0], inflect_oov=oov)
+        return forms[0] if forms else None
+
+    def _lookup(self, w: str) -> list[str]:
+        if not w.isalpha() or w in self.stop_words:
+            return []
+        lists: list[list[str]] = []
+        for pos in self.pos:
+            lemmas = self.wn.base_forms(w, pos) if self._li is not None else ([w] if w in self.wn._index[pos] else [])
+            for lemma in lemmas:
+                tags = self._tags(w, lemma, pos) if self._li is not None else []
+                if tags is None:
+                    continue
+                syns = self.wn.synonyms(lemma).get(pos, [])
+                forms = []
+                for s in syns:
+                    f = self._inflect(s, tags) if self._li is not None else s
+                    f = f.lower() if f else f
+                    if f and f.isalpha() and f != w and f not in self.stop_words and f not in forms:
+                        forms.append(f)
+                if forms:
+                    lists.append(forms)
+        out: list[str] = []
+        seen: set[str] = set()
+        for k in range(max((len(v) for v in lists), default=0)):
+            for v in lists:
+                if k < len(v) and v[k] not in seen:
+                    seen.add(v[k])
+                    out.append(v[k])
+        return out
+
+
+_SHARED: dict[tuple, SynonymCandidates] = {}
+
+
+def synonym_candidates(*, wordnet_path: str | None = None, stop_words: Iterable[str] = (),
+                       inflect: bool = True) -> SynonymCandidates:
+    """A process-wide candidate function (its per-word cache is shared by attacks, training and certify)."""
+    key = (wordnet_path, frozenset(stop_words), inflect)
+    if key not in _SHARED:
+        _SHARED[key] = SynonymCandidates(wordnet_path=wordnet_path, stop_words=stop_words, inflect=inflect)
+    return _SHARED[key]
+
+
+class SynonymEncoding:
+    """Synonym encoding (SEM; Wang, Jin & He, "Natural Language Adversarial Defense through Synonym
+    Encoding", UAI 2021): every word is replaced by the representative of its synonym cluster before
+    the model sees it, so a substitution inside a cluster changes nothing the model can see.
+
+    Clusters are built once, deterministically: the model vocabulary's whole words are visited in
+    vocabulary order (frequency order for BERT-style vocabularies), and each word not yet assigned
+    becomes a representative for itself and every not-yet-assigned candidate of it (the word
+    attack's own candidate sets). One hop only: following candidates of candidates chains unrelated
+    words into clusters of hundreds ("made", "going", "back"), which costs meaning, while one hop
+    already puts about half of the attack's (word, substitute) pairs of SST-2's dev set into one
+    cluster. Stop words and non-words are never mapped; capitalisation follows the original word.
+    """
+
+    def __init__(self, vocabulary: Iterable[str], candidates: "SynonymCandidates"):
+        from ..attacks.discrete import STOP_WORDS, eligible
+        self.table: dict[str, str] = {}
+        for v in vocabulary:
+            if v in self.table or not eligible(v, STOP_WORDS) or v != v.lower():
+                continue
+            self.table[v] = v
+            for c in candidates(v):
+                self.table.setdefault(c, v)
+
+    def word(self, w: str) -> str:
+        rep = self.table.get(w.lower())
+        if rep is None or rep == w.lower():
+            return w
+        return rep.capitalize() if w[:1].isupper() else rep
+
+    def __call__(self, text: str) -> str:
+        return " ".join(self.word(w) for w in text.split())
+
+
+@functools.lru_cache(maxsize=4)
+def _encoding_for(vocab_words: tuple, wordnet_path: str | None) -> SynonymEncoding:
+    from ..attacks.discrete import STOP_WORDS
+    return SynonymEncoding(vocab_words, synonym_candidates(wordnet_path=wordnet_path, stop_words=STOP_WORDS))
+
+
+def synonym_encoding_for(tokenizer, wordnet_path: str | None = None) -> SynonymEncoding:
+    """The synonym encoding of a tokenizer's whole-word vocabulary (built once per process, ~2 s)."""
+    words = tuple(w for w, _ in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]) if w.isalpha())
+    return _encoding_for(words, wordnet_path)

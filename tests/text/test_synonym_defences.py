@@ -1,0 +1,228 @@
+"""Issue 16: lemma-based synonym candidates, the beam word attack, and the synonym-threat training objectives
+(ASCC/DNE hull adversary, worst-of-k random substitution)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from robustkit.attacks.word_substitution import GreedyAttack, WordSubstitutionAttack
+from robustkit.data.wordnet import find_wordnet
+from robustkit.training.objectives import create_objective
+from robustkit.training.objectives.ascc import _HullVocabulary
+
+from _text_fixtures import synthetic_sentences
+
+HAS_WORDNET = find_wordnet() is not None
+try:
+    import lemminflect  # noqa: F401
+    HAS_LEMMINFLECT = True
+except ModuleNotFoundError:
+    HAS_LEMMINFLECT = False
+
+
+# -- candidates -----------------------------------------------------------------------------------
+@pytest.mark.skipif(not (HAS_WORDNET and HAS_LEMMINFLECT), reason="needs WordNet (wordnet-base) and lemminflect")
+def test_inflected_words_get_synonyms_in_their_own_form():
+    from robustkit.attacks.discrete import STOP_WORDS
+    from robustkit.data.synonyms import SynonymCandidates
+    lemma = SynonymCandidates(stop_words=STOP_WORDS)
+    exact = SynonymCandidates(stop_words=STOP_WORDS, inflect=False)
+    # WordNet indexes "lack", "film", "seem": looked up by the exact form these inflections get nothing.
+    assert exact("lacks") == [] and exact("seems") == []
+    assert "misses" in lemma("lacks") and "miss" not in lemma("lacks")
+    assert "movies" in lemma("films") and "movie" not in lemma("films")
+    assert "appears" in lemma("seems")
+    # comparatives keep dictionary forms only (no "amusingest"), base forms come back as they are
+    assert "oddest" in lemma("funniest") and "amusingest" not in lemma("funniest")
+    assert "film" in lemma("movie")
+    assert all(w not in STOP_WORDS and w.isalpha() for w in lemma("good"))
+
+
+# -- the beam search --------------------------------------------------------------------------------
+class _PairModel(torch.nn.Module):
+    """Positive unless both "mediocre" and "poor" appear (an interaction greedy search cannot see coming):
+    each word also has a small additive weight, so the greedy choice at the first word is "nice"."""
+
+    num_classes = 2
+    weights = {"nice": -0.5, "mediocre": -0.1, "poor": -0.2, "ok": -0.1}
+
+    def predict_proba(self, texts, batch_size=64):
+        self.calls = getattr(self, "calls", 0) + len(texts)
+        out = []
+        for t in texts:
+            w = t.split()
+            score = 2.0 + sum(self.weights.get(x, 0.0) for x in w) - (10.0 if "mediocre" in w and "poor" in w else 0)
+            p = 1 / (1 + math.exp(-score))
+            out.append([1 - p, p])
+        return torch.tensor(out)
+
+
+class _DictAttack(GreedyAttack):
+    name = "dict-test"
+    table = {"good": ["nice", "mediocre"], "fine": ["poor", "ok"]}
+
+    def candidates(self, word, state=None):
+        return list(self.table.get(word, []))
+
+
+def test_beam_finds_what_greedy_misses_and_queries_are_counted_once():
+    text, model = ["good fine movie here"], _PairModel()
+    greedy = _DictAttack(max_share=0.5, beam_width=1).attack(model, text, [1])[0]
+    beam = _DictAttack(max_share=0.5, beam_width=2).attack(model, text, [1])[0]
+    assert not greedy.success and [c[2] for c in greedy.changed] == ["nice", "poor"]
+    assert beam.success and sorted(c[2] for c in beam.changed) == ["mediocre", "poor"]
+    assert beam.adversarial.split()[:2] in (["mediocre", "poor"],)
+    # every distinct text the search asked about counts once: original, 2 deletions, 2 first-word
+    # candidates, then 2 candidates for each of the 2 kept hypotheses
+    assert beam.queries == 1 + 2 + 2 + 4
+    assert greedy.queries == 1 + 2 + 2 + 2
+
+
+def test_pwws_ranking_visits_the_word_whose_best_substitute_hurts_most_first():
+    class Model(_PairModel):
+        weights = {"dire": -3.0, "meh": -0.2}
+
+    class Atk(_DictAttack):
+        table = {"good": ["meh"], "fine": ["dire"]}
+
+    r = Atk(max_share=0.25, importance="pwws").attack(Model(), ["good fine movie here"], [1])[0]
+    # budget 1 word: PWWS ranking (saliency x best substitute drop) picks "fine" -> "dire" and flips
+    assert r.success and r.changed == [[1, "fine", "dire"]]
+
+
+def test_word_attack_beam_respects_constraints_on_a_trained_model(trained_tiny):
+    from _text_fixtures import BagEncoder
+    from robustkit.attacks.discrete import check_constraints
+    texts, labels = synthetic_sentences(16, seed=3)
+    kw = dict(candidates="embedding", min_embedding_cos=0.0, max_share=0.2, min_similarity=0.5, encoder=BagEncoder())
+    greedy = WordSubstitutionAttack(importance="gradient", **kw).attack(trained_tiny, texts, labels)
+    beam = WordSubstitutionAttack(importance="gradient", beam_width=4, **kw).attack(trained_tiny, texts, labels)
+    assert sum(r.success for r in beam) >= sum(r.success for r in greedy)
+    for r in beam:
+        assert check_constraints(r, max_share=0.2, min_similarity=0.5) == []
+    with pytest.raises(ValueError, match="beam_width"):
+        WordSubstitutionAttack(candidates="embedding", beam_width=0)
+
+
+# -- training objectives ----------------------------------------------------------------------------
+TABLE = {"good": ["great", "fine", "nice"], "bad": ["awful", "poor"], "movie": ["film", "pic", "flick"],
+         "boring": ["dull", "tedious"], "excellent": ["superb", "brilliant"]}
+
+
+def _hull_objective(model, name, **kw):
+    obj = create_objective(name, None, seed=0, **kw)
+    obj._hull_vocab = _HullVocabulary(model.tokenizer, lambda w: TABLE.get(w.lower(), []), obj.max_candidates)
+    return obj
+
+
+def _text_batch(model, texts, labels):
+    x = model.encode(texts)
+    x["texts"] = texts
+    return x, torch.tensor(labels)
+
+
+@pytest.mark.parametrize("name", ["ascc", "dne"])
+def test_hull_objectives_train_and_their_adversary_raises_the_loss(trained_tiny, name):
+    texts = ["the movie was good", "the film was bad and boring", "it was excellent"]
+    x, y = _text_batch(trained_tiny, texts, [1, 0, 1])
+    obj = _hull_objective(trained_tiny, name)
+    inputs, verts, mask = obj.hull(trained_tiny, texts, y.device)
+    # slot 0 is the token itself; the hull of "movie" holds its three in-vocabulary synonyms
+    vocab = trained_tiny.tokenizer.get_vocab()
+    b, t = 0, 2  # [CLS] the movie ...
+    assert int(inputs["input_ids"][b, t]) == vocab["movie"]
+    assert sorted(verts[b, t][mask[b, t]].tolist()) == sorted(vocab[w] for w in ["movie", "film", "pic", "flick"])
+    assert int(mask[0, 1].sum()) == 1  # "the": a stop word, no hull
+    with pytest.raises(ValueError, match="raw texts"):
+        obj(trained_tiny, {k: v for k, v in x.items() if k != "texts"}, y)
+    trained_tiny.train()
+    try:
+        loss, stats = obj(trained_tiny, x, y)
+        loss.backward()
+        # the ascent raises KL(clean || hull point) above the start point's
+        zero = _hull_objective(trained_tiny, name, steps=0, beta=1.0, loss="kl")
+        many = _hull_objective(trained_tiny, name, steps=5, beta=1.0, loss="kl")
+        clean = F.cross_entropy(trained_tiny(trained_tiny.encode(texts)), y)
+        at_start = zero(trained_tiny, x, y)[0] - clean
+        after = many(trained_tiny, x, y)[0] - clean
+    finally:
+        trained_tiny.eval()
+        trained_tiny.zero_grad()
+    assert torch.isfinite(loss) and stats["hull_words"] > 0 and stats["mean_vertices"] > 1
+    assert float(after) > float(at_start)
+
+
+def test_dne_start_is_seeded():
+    obj = create_objective("dne", None, seed=3)
+    mask = torch.ones(2, 4, 3, dtype=torch.bool)
+    a = obj._init_logits(mask)
+    obj2 = create_objective("dne", None, seed=3)
+    assert torch.equal(a, obj2._init_logits(mask))
+    assert not torch.equal(a, obj._init_logits(mask))  # a new batch, a new start
+    assert torch.equal(create_objective("ascc", None)._init_logits(mask), torch.zeros(2, 4, 3))
+
+
+def test_random_substitution_trains_on_the_worst_variant(trained_tiny, monkeypatch):
+    from robustkit.training.objectives import random_sub
+    texts, labels = synthetic_sentences(8, seed=2)
+    x, y = _text_batch(trained_tiny, texts, labels)
+    obj = create_objective("random-sub", None, seed=0, samples=3, rate=1.0)
+    monkeypatch.setattr(obj, "_candidates", lambda: (lambda w: TABLE.get(w.lower(), [])))
+    variants = obj.variants(texts, seed=1)
+    assert len(variants) == 3 and all(len(v) == len(texts) for v in variants)
+    for v in variants:
+        for orig, new in zip(texts, v):
+            for a, b in zip(orig.split(), new.split()):
+                assert a == b or b in TABLE[a]
+    assert obj.variants(texts, seed=1) == variants and obj.variants(texts, seed=2) != variants
+    # the variant trained on is the one with the highest loss per text
+    picked = {}
+    real_encode = trained_tiny.encode
+
+    def spy(batch_texts, device=None):
+        picked.setdefault("calls", []).append(list(batch_texts))
+        return real_encode(batch_texts, device=device)
+    monkeypatch.setattr(trained_tiny, "encode", spy)
+    trained_tiny.train()
+    try:
+        loss, stats = obj(trained_tiny, x, y)
+    finally:
+        trained_tiny.eval()
+    scored, chosen = picked["calls"][:3], picked["calls"][3]
+    with torch.no_grad():
+        losses = torch.stack([F.cross_entropy(trained_tiny(real_encode(v)), y, reduction="none") for v in scored])
+    assert chosen == [scored[k][i] for i, k in enumerate(losses.argmax(0).tolist())]
+    assert torch.isfinite(loss) and 0 <= stats["changed"] <= 1
+    with pytest.raises(ValueError, match="'rate' parameter"):
+        create_objective("random-sub", None, rate=0.0)
+
+
+# -- synonym encoding ------------------------------------------------------------------------------------------------
+def test_synonym_encoding_maps_a_cluster_to_one_word_and_keeps_positions():
+    from robustkit.data.synonyms import SynonymEncoding
+    enc = SynonymEncoding(["movie", "film", "good", "the", "flick"], lambda w: TABLE.get(w, []))
+    # "movie" comes first: it represents itself and its candidates; "film" was taken, so it adds nothing
+    assert enc("The Film was good , a flick") == "The Movie was good , a movie"
+    assert enc("the movie was great") == "the movie was good"
+    assert enc(enc("a nice pic")) == enc("a nice pic")  # representatives map to themselves
+    assert enc.word("the") == "the" and enc.word("|||") == "|||"  # stop words and non-words never change
+
+
+@pytest.mark.skipif(not HAS_WORDNET, reason="needs WordNet (wordnet-base)")
+def test_synonym_encoded_model_sees_substitutes_as_the_original_and_survives_a_checkpoint(tmp_path):
+    from _text_fixtures import make_tiny_model
+    from robustkit.checkpoint import load_model, save_model
+    model = make_tiny_model(tmp_path / "tok")
+    model.set_synonym_encoding(True)
+    rep = model.word_map.word("movie")
+    syn = next(c for c, r in model.word_map.table.items() if r == rep and c != rep)
+    a = model.encode([f"the {rep} was good"])["input_ids"]
+    assert torch.equal(a, model.encode([f"the {syn} was good"])["input_ids"])
+    batch, word_ids = model.encode_words([["the", syn, "was", "good"]])
+    assert torch.equal(batch["input_ids"], a) and word_ids[0][2] == 1
+    path = save_model(tmp_path / "m.safetensors", model, data={"name": "csv"})
+    loaded, _ = load_model(path)
+    assert loaded.word_map is not None and torch.equal(loaded.encode([f"the {syn} was good"])["input_ids"], a)
