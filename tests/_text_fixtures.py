@@ -67,6 +67,16 @@ def synthetic_sentences(n, seed=0):
     return texts, labels
 
 
+def write_synthetic_csv(folder, splits=(("train", 64, 0), ("dev", 24, 1))):
+    """``<split>.csv`` files (text,label with labels pos/neg) of :func:`synthetic_sentences` in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n, seed in splits:
+        texts, labels = synthetic_sentences(n, seed=seed)
+        rows = ["text,label"] + [f"{t},{'pos' if y else 'neg'}" for t, y in zip(texts, labels)]
+        (folder / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
 class BagEncoder:
     """A deterministic stand-in sentence encoder: normalized bag of words (one dimension per word seen)."""
 

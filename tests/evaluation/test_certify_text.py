@@ -197,15 +197,10 @@ def test_cli_certifies_a_text_run(tmp_path):
     from robustkit.cli import app
     from robustkit.data import load_dataset
     from robustkit.data.wordnet import find_wordnet
-    from _text_fixtures import make_tiny_model, synthetic_sentences
+    from _text_fixtures import make_tiny_model, write_synthetic_csv
     if find_wordnet() is None:
         pytest.skip("WordNet database not installed (apt-get install wordnet-base)")
-    data = tmp_path / "data"
-    data.mkdir()
-    for split, count, seed in (("train", 8, 0), ("dev", 6, 1)):
-        texts, labels = synthetic_sentences(count, seed=seed)
-        rows = ["text,label"] + [f"{t},{'pos' if y else 'neg'}" for t, y in zip(texts, labels)]
-        (data / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    data = write_synthetic_csv(tmp_path / "data", (("train", 8, 0), ("dev", 6, 1)))
     ds = load_dataset("csv", data_dir=str(data))
     run = tmp_path / "run"
     before = torch.get_num_threads()

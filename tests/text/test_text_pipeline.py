@@ -17,18 +17,12 @@ from robustkit.modality import get_modality
 from robustkit.threat import SubstitutionThreat
 from robustkit.training import train
 
-from conftest import synthetic_sentences
 
 
 @pytest.fixture()
 def csv_data(tmp_path):
-    folder = tmp_path / "data"
-    folder.mkdir()
-    for split, n, seed in (("train", 64, 0), ("dev", 24, 1)):
-        texts, labels = synthetic_sentences(n, seed=seed)
-        rows = ["text,label"] + [f"{t},{'pos' if y else 'neg'}" for t, y in zip(texts, labels)]
-        (folder / f"{split}.csv").write_text("\n".join(rows) + "\n")
-    return folder
+    from _text_fixtures import write_synthetic_csv
+    return write_synthetic_csv(tmp_path / "data")
 
 
 def _cfg(tmp_path, model_folder, csv_data, method, model_args=None, **kw):

@@ -29,16 +29,12 @@ from .._validation import check_choice, check_number
 from .base import in_mode
 from .discrete import STOP_WORDS, AttackResult, DiscreteAttack, budget, check_constraints, eligible
 from .registry import register_attack
+from ..data.synonyms import match_case as _match_case
 
 __all__ = ["AttackResult", "EmbeddingNeighbours", "GreedyAttack", "STOP_WORDS", "SentenceEncoder",
            "WordSubstitutionAttack", "budget", "check_constraints", "eligible", "word_saliency"]
 
 log = logging.getLogger(__name__)
-
-def _match_case(template: str, word: str) -> str:
-    if template.isupper() and len(template) > 1:
-        return word.upper()
-    return word.capitalize() if template[:1].isupper() else word
 
 
 @functools.lru_cache(maxsize=2)

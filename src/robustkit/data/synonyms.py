@@ -40,6 +40,14 @@ def _lemminflect():
         return None
 
 
+def match_case(template: str, word: str) -> str:
+    """``word`` in ``template``'s capitalisation (ALL CAPS, Capitalized or as is): the one rule the word
+    attack, the training objectives and SAFER certification share, so they substitute the same strings."""
+    if template.isupper() and len(template) > 1:
+        return word.upper()
+    return word.capitalize() if template[:1].isupper() else word
+
+
 class SynonymCandidates:
     """``candidates(word) -> [substitutes]``: WordNet synonyms of the word's lemmas, in the word's form.
 

@@ -50,19 +50,13 @@ from ..attacks.discrete import STOP_WORDS, budget, eligible
 from ..modality import get_modality
 from ._common import eval_mode
 from .certify import summarize, top_class_bound
+from ..data.synonyms import match_case as _match_case
 
 __all__ = ["certify_substitutions"]
 
 _OWNER = "certify_substitutions"
 # Sampled texts sent to the model per call: several sentences' draws share one batched, deduplicated query.
 _TEXTS_PER_CALL = 4096
-
-
-def _match_case(template: str, word: str) -> str:
-    """The word attack's capitalisation rule (attacks/word_substitution.py), so S(w) holds what it proposes."""
-    if template.isupper() and len(template) > 1:
-        return word.upper()
-    return word.capitalize() if template[:1].isupper() else word
 
 
 class _PerturbationSets:

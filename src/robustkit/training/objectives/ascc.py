@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from ..._validation import check_choice, check_number
 from .base import Objective, _acc, crafting_model, register_objective
+from ...data.synonyms import match_case as _match_case
 
 
 class _HullVocabulary:
@@ -59,10 +60,6 @@ class _HullVocabulary:
                             break
             self._cache[word] = out
         return out
-
-
-def _match_case(template: str, word: str) -> str:
-    return word.capitalize() if template[:1].isupper() else word
 
 
 class _Hull(Objective):

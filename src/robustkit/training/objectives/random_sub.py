@@ -22,10 +22,7 @@ import torch.nn.functional as F
 from ..._validation import check_number
 from .base import Objective, _acc, crafting_model, register_objective
 from .embed_pgd import _model_inputs
-
-
-def _match_case(template: str, word: str) -> str:
-    return word.capitalize() if template[:1].isupper() else word
+from ...data.synonyms import match_case as _match_case
 
 
 @register_objective("random-sub")
