@@ -114,10 +114,11 @@ class GreedyAttack(DiscreteAttack):
     def __init__(self, threat=None, *, max_candidates: int = 20, importance: str = "deletion",
                  min_similarity: float | None = None, encoder: Callable | str | None = None,
                  stop_words: Sequence[str] | None = None, batch_size: int = 64, max_queries: int | None = None,
-                 beam_width: int = 1, **kw):
+                 beam_width: int = 1, rerank: int = 0, **kw):
         super().__init__(threat, **kw)
         self.max_candidates = check_number(max_candidates, "max_candidates", owner=self.name, low=1, integer=True)
-        self.importance = check_choice(importance, "importance", ("deletion", "gradient", "pwws"), owner=self.name)
+        self.importance = check_choice(importance, "importance", ("deletion", "gradient", "pwws", "taylor"),
+                                       owner=self.name)
         if min_similarity is not None:
             min_similarity = check_number(min_similarity, "min_similarity", owner=self.name, low=-1, high=1)
         self.min_similarity = min_similarity
@@ -128,6 +129,7 @@ class GreedyAttack(DiscreteAttack):
         self.max_queries = None if max_queries is None else check_number(max_queries, "max_queries", owner=self.name,
                                                                           low=1, integer=True)
         self.beam_width = check_number(beam_width, "beam_width", owner=self.name, low=1, integer=True)
+        self.rerank = check_number(rerank, "rerank", owner=self.name, low=0, integer=True)
 
     def params(self) -> dict:
         out = super().params()
@@ -267,10 +269,43 @@ class GreedyAttack(DiscreteAttack):
         out[torch.tensor(order, dtype=torch.long)] = probs
         return out
 
+    def _subs(self, s: _State, i: int) -> list[str]:
+        return [_match_case(s.words[i], c) for c in self.candidates(s.words[i], s)[: self.max_candidates]]
+
     def _rank(self, model, states: list[_State]) -> None:
-        """Fill each state's ``order`` with its eligible positions, most important first."""
+        """Fill each state's ``order`` with its eligible positions, most important first; with ``rerank``
+        the first ``rerank`` of them are re-ordered by the drop their best substitute really achieves."""
+        self._rank_order(model, states)
+        if self.rerank:
+            self._rerank(model, states)
+
+    def _rerank(self, model, states: list[_State]) -> None:
+        # PWWS's criterion (the best single substitute's drop in the true-class probability) measured
+        # where it is most likely to matter only: rerank x candidates queries instead of words x
+        # candidates. The greedy's first step then finds these texts in the query cache.
+        jobs = [(s, i, " ".join(s.words[:i] + [c] + s.words[i + 1:]))
+                for s in states for i in s.order[: self.rerank] for c in self._subs(s, i)]
+        probs = self._score(model, [(s, t) for s, _, t in jobs]) if jobs else []
+        best: dict[tuple, float] = {}
+        for (s, i, _), p in zip(jobs, probs):
+            best[(s.idx, i)] = max(best.get((s.idx, i), -1.0), s.beam[0].p_true - float(p[s.label]))
+        for s in states:
+            head = sorted(s.order[: self.rerank], key=lambda i: -best.get((s.idx, i), -1.0))
+            s.order = head + s.order[self.rerank:]
+
+    def _rank_order(self, model, states: list[_State]) -> None:
         for s in states:
             s.order = [i for i, w in enumerate(s.words) if eligible(w, self.stop_words) and self.candidates(w, s)]
+        if self.importance == "taylor":
+            for start in range(0, len(states), self.batch_size):
+                chunk = states[start:start + self.batch_size]
+                gains = substitution_gains(model, [s.words for s in chunk], [s.label for s in chunk],
+                                           [{i: self._subs(s, i) for i in s.order} for s in chunk])
+                for s, g in zip(chunk, gains):
+                    best = {i: max(g[i]) if g[i] else float("-inf") for i in s.order}
+                    s.order.sort(key=lambda i: -best[i])
+                    s.queries += 1
+            return
         if self.importance == "gradient":
             for start in range(0, len(states), self.batch_size):
                 chunk = states[start:start + self.batch_size]
@@ -305,8 +340,8 @@ class GreedyAttack(DiscreteAttack):
                 s.order.sort(key=lambda i: -drop[(s.idx, i)])
 
 
-def word_saliency(model, words: list[list[str]], labels: list[int]) -> list[list[float]]:
-    """Per-word gradient norm of the loss w.r.t. the word's token embeddings (summed over word pieces)."""
+def _token_gradients(model, words: list[list[str]], labels: list[int]):
+    """Loss gradient at every token embedding, the token ids and each token's word (pair-aware)."""
     dev = next(model.parameters()).device
     if hasattr(model, "encode_words"):  # pair-aware alignment (text ||| text_pair)
         enc, word_ids = model.encode_words(words, device=dev)
@@ -322,6 +357,60 @@ def word_saliency(model, words: list[list[str]], labels: list[int]) -> list[list
         logits = model.forward_embeds(emb, mask, enc.get("token_type_ids"))
         loss = F.cross_entropy(logits.float(), torch.tensor(labels, device=dev), reduction="sum")
         (g,) = torch.autograd.grad(loss, emb)
+    return g, ids, word_ids
+
+
+def substitution_gains(model, words: list[list[str]], labels: list[int],
+                       subs: list[dict[int, list[str]]]) -> list[dict[int, list[float]]]:
+    """First-order estimate of the loss increase of each single substitution (HotFlip's Taylor term).
+
+    ``subs[b][i]`` lists candidate words for position ``i`` of text ``b``; the estimate for candidate c is
+    ``(E[c] - E[w]) . dL/dE[w]`` summed over word pieces, or with mean-pooled pieces when c and w split into
+    different numbers of pieces. One backward pass for the whole batch, no model query: it ranks words
+    by what their best substitute is likely to do (PWWS's criterion) at the price of a gradient.
+    """
+    g, ids, word_ids = _token_gradients(model, words, labels)
+    table = model.embedding_layer().weight
+    tok = model.tokenizer
+    word_map = getattr(model, "word_map", None)
+    piece_cache: dict[str, list[int]] = {}
+
+    def pieces(w: str) -> list[int]:
+        if w not in piece_cache:
+            mapped = word_map.word(w) if word_map is not None else w
+            piece_cache[w] = tok(mapped, add_special_tokens=False)["input_ids"] or [tok.unk_token_id]
+        return piece_cache[w]
+
+    out = []
+    with torch.no_grad():
+        for b in range(len(words)):
+            where: dict[int, list[int]] = {}
+            for t, w in enumerate(word_ids[b]):
+                if w is not None:
+                    where.setdefault(w, []).append(t)
+            row: dict[int, list[float]] = {}
+            for i, cands in subs[b].items():
+                ts = where.get(i)
+                if not ts:  # truncated away: the word cannot matter
+                    row[i] = [float("-inf")] * len(cands)
+                    continue
+                gw, ew = g[b, ts].float(), table[ids[b, ts]].float()
+                est = []
+                for c in cands:
+                    q = pieces(c)
+                    ec = table[torch.tensor(q, device=table.device)].float()
+                    if len(q) == len(ts):
+                        est.append(float(((ec - ew) * gw).sum()))
+                    else:
+                        est.append(float((ec.mean(0) - ew.mean(0)) @ gw.sum(0)))
+                row[i] = est
+            out.append(row)
+    return out
+
+
+def word_saliency(model, words: list[list[str]], labels: list[int]) -> list[list[float]]:
+    """Per-word gradient norm of the loss w.r.t. the word's token embeddings (summed over word pieces)."""
+    g, _, word_ids = _token_gradients(model, words, labels)
     norms = g.norm(dim=-1).cpu()
     out = []
     for b, ws in enumerate(words):
