@@ -580,6 +580,7 @@ def main(argv=None) -> int:
             if ours_cfg and any(ours_cfg.get(k) != v for k, v in want.items()):
                 print("robustkit's settings changed: its side starts over", file=sys.stderr)
                 doc.pop("ours", None)
+                doc.pop("summary", None)  # the old summary describes the old settings' rows
     if doc is None:
         doc = {"config": config, "texts": {str(args.offset + k): t for k, t in enumerate(texts)}}
     doc["config"] = config

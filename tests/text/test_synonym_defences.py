@@ -93,6 +93,62 @@ def test_pwws_ranking_visits_the_word_whose_best_substitute_hurts_most_first():
     assert r.success and r.changed == [[1, "fine", "dire"]]
 
 
+def test_rerank_spends_the_word_budget_on_the_substitute_that_hurts_most():
+    class Model(_PairModel):
+        # deleting "good" costs most, but its only substitute barely matters; "fine" -> "dire" flips
+        weights = {"good": 3.0, "meh": -0.2, "dire": -6.0}
+
+    class Atk(_DictAttack):
+        table = {"good": ["meh"], "fine": ["dire"]}
+
+    text = ["good fine movie here"]
+    plain = Atk(max_share=0.25, importance="deletion").attack(Model(), text, [1])[0]
+    rerank = Atk(max_share=0.25, importance="deletion", rerank=2).attack(Model(), text, [1])[0]
+    # budget 1 word: deletion order visits "good" first and spends the budget on "meh"
+    assert not plain.success and plain.changed == [[0, "good", "meh"]]
+    assert rerank.success and rerank.changed == [[1, "fine", "dire"]]
+    # original, 2 deletions, 2 single substitutions (the search's step finds "fine dire" cached)
+    assert rerank.queries == 1 + 2 + 2
+    with pytest.raises(ValueError, match="rerank"):
+        Atk(rerank=-1)
+
+
+def test_taylor_gains_are_the_first_order_loss_change_of_each_substitution(trained_tiny):
+    from robustkit.attacks.word_substitution import substitution_gains
+    model = trained_tiny.eval()
+    words, label = "the film was great fun".split(), 1
+    vocab = [w for w in model.tokenizer.get_vocab() if w.isalpha() and len(w) > 2][:40]
+    subs = {3: [words[3], *vocab[:5]]}
+    gains = substitution_gains(model, [words], [label], [subs])[0][3]
+    assert gains[0] == pytest.approx(0.0, abs=1e-6)  # the word itself changes nothing
+    # the same directional derivative by autograd, for each single-piece candidate
+    enc = model.encode([" ".join(words)])
+    emb = model.embed(enc["input_ids"]).detach().requires_grad_(True)
+    loss = F.cross_entropy(model.forward_embeds(emb, enc["attention_mask"]), torch.tensor([label]))
+    (g,) = torch.autograd.grad(loss, emb)
+    pos = [t for t, w in enumerate(model.tokenizer([words], is_split_into_words=True).word_ids(0)) if w == 3]
+    table = model.embedding_layer().weight.detach()
+    checked = 0
+    for c, got in zip(subs[3][1:], gains[1:]):
+        ids = model.tokenizer(c, add_special_tokens=False)["input_ids"]
+        if len(ids) == len(pos) == 1:
+            want = float((table[ids[0]] - emb[0, pos[0]].detach()) @ g[0, pos[0]])
+            assert got == pytest.approx(want, rel=1e-4, abs=1e-6)
+            checked += 1
+    assert checked >= 3
+
+
+def test_taylor_ranked_attack_respects_constraints(trained_tiny):
+    from _text_fixtures import BagEncoder
+    from robustkit.attacks.discrete import check_constraints
+    texts, labels = synthetic_sentences(16, seed=3)
+    kw = dict(candidates="embedding", min_embedding_cos=0.0, max_share=0.2, min_similarity=0.5, encoder=BagEncoder())
+    results = WordSubstitutionAttack(importance="taylor", rerank=3, **kw).attack(trained_tiny, texts, labels)
+    assert any(r.success for r in results)
+    for r in results:
+        assert check_constraints(r, max_share=0.2, min_similarity=0.5) == []
+
+
 def test_word_attack_beam_respects_constraints_on_a_trained_model(trained_tiny):
     from _text_fixtures import BagEncoder
     from robustkit.attacks.discrete import check_constraints
