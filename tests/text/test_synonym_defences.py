@@ -136,6 +136,8 @@ def test_taylor_gains_are_the_first_order_loss_change_of_each_substitution(train
             assert got == pytest.approx(want, rel=1e-4, abs=1e-6)
             checked += 1
     assert checked >= 3
+    with pytest.raises(ValueError, match="'subs' and 'labels'.*one entry per text of 'words' \\(1\\)"):
+        substitution_gains(model, [words], [label], [subs, subs])
 
 
 def test_taylor_ranked_attack_respects_constraints(trained_tiny):

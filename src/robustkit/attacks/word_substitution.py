@@ -290,15 +290,21 @@ class GreedyAttack(DiscreteAttack):
         # PWWS's criterion (the best single substitute's drop in the true-class probability) measured
         # where it is most likely to matter only: rerank x candidates queries instead of words x
         # candidates. The greedy's first step then finds these texts in the query cache.
+        best = self._best_drops(model, states, self.rerank)
+        for s in states:
+            head = sorted(s.order[: self.rerank], key=lambda i: -best.get((s.idx, i), -1.0))
+            s.order = head + s.order[self.rerank:]
+
+    def _best_drops(self, model, states: list[_State], limit: int | None = None) -> dict[tuple, float]:
+        """(state, position) -> the largest drop in the true-class probability a single substitute of that
+        word achieves, for the first ``limit`` positions of each state's order (all when None)."""
         jobs = [(s, i, " ".join(s.words[:i] + [c] + s.words[i + 1:]))
-                for s in states for i in s.order[: self.rerank] for c in self._subs(s, i)]
+                for s in states for i in s.order[:limit] for c in self._subs(s, i)]
         probs = self._score(model, [(s, t) for s, _, t in jobs]) if jobs else []
         best: dict[tuple, float] = {}
         for (s, i, _), p in zip(jobs, probs):
             best[(s.idx, i)] = max(best.get((s.idx, i), -1.0), s.beam[0].p_true - float(p[s.label]))
-        for s in states:
-            head = sorted(s.order[: self.rerank], key=lambda i: -best.get((s.idx, i), -1.0))
-            s.order = head + s.order[self.rerank:]
+        return best
 
     def _rank_order(self, model, states: list[_State]) -> None:
         for s in states:
@@ -329,13 +335,7 @@ class GreedyAttack(DiscreteAttack):
         if self.importance == "pwws":
             # Ren et al. 2019, eq. 8: softmax(word saliency) x the best substitute's drop (constraint-free,
             # as in the paper's ranking; the search below enforces the constraints).
-            subs = [(s, i, " ".join(s.words[:i] + [_match_case(s.words[i], c)] + s.words[i + 1:]))
-                    for s in states for i in s.order for c in self.candidates(s.words[i], s)[: self.max_candidates]]
-            sp = self._score(model, [(s, t) for s, _, t in subs]) if subs else []
-            best_drop: dict[tuple, float] = {}
-            for (s, i, _), p in zip(subs, sp):
-                d = s.beam[0].p_true - float(p[s.label])
-                best_drop[(s.idx, i)] = max(best_drop.get((s.idx, i), -1.0), d)
+            best_drop = self._best_drops(model, states)
             for s in states:
                 if not s.order:
                     continue
@@ -376,6 +376,9 @@ def substitution_gains(model, words: list[list[str]], labels: list[int],
     different numbers of pieces. One backward pass for the whole batch, no model query: it ranks words
     by what their best substitute is likely to do (PWWS's criterion) at the price of a gradient.
     """
+    if len(subs) != len(words) or len(labels) != len(words):
+        raise ValueError(f"The 'subs' and 'labels' parameters of substitution_gains must have one entry per text "
+                         f"of 'words' ({len(words)}). Got {len(subs)} and {len(labels)}.")
     g, ids, word_ids = _token_gradients(model, words, labels)
     table = model.embedding_layer().weight
     tok = model.tokenizer
