@@ -59,3 +59,21 @@ def test_quantized_model_export_is_refused(tmp_path, digits, digits_model):
 def test_unknown_format(digits_run):
     res = CliRunner().invoke(app, ["export", str(digits_run), "--format", "tflite"])
     assert res.exit_code == 2 and "'format'" in res.output
+
+
+def test_text_export_carries_the_word_map_the_graph_lacks(tmp_path):
+    from _text_fixtures import make_tiny_model
+    from robustkit.data.synonyms import rare_word_map_from_spec
+    from robustkit.data.wordnet import find_wordnet
+    if find_wordnet() is None:
+        pytest.skip("needs WordNet (wordnet-base)")
+    model = make_tiny_model(tmp_path / "tok").eval()
+    text = get_modality("text")
+    example = export_inputs(model, text, batch=2)
+    assert "word_map" not in export_onnx(model, example, tmp_path / "plain.onnx")
+    model.robustkit_spec = {}
+    model.set_rare_word_map({"min_count": 1, "counts": {"film": 3, "good": 2}})
+    doc = export_onnx(model, example, tmp_path / "rare.onnx")
+    assert doc["word_map"]["kind"] == "rare_words" and "before tokenizing" in doc["word_map"]["apply"]
+    again = rare_word_map_from_spec(json.loads(json.dumps(doc["word_map"]["spec"])))
+    assert again("the movie") == model.word_map("the movie")

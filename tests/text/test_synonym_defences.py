@@ -258,6 +258,64 @@ def test_random_substitution_trains_on_the_worst_variant(trained_tiny, monkeypat
         create_objective("random-sub", None, rate=0.0)
 
 
+def test_guided_variants_follow_the_taylor_gains_within_the_word_budget(trained_tiny, monkeypatch):
+    from robustkit.attacks.word_substitution import substitution_gains
+    texts, labels = synthetic_sentences(8, seed=4)
+    obj = create_objective("random-sub", None, seed=0, samples=4, guide="taylor", max_share=0.2)
+    monkeypatch.setattr(obj, "_candidates", lambda: (lambda w: TABLE.get(w.lower(), [])))
+    variants = obj.guided_variants(trained_tiny, texts, labels, seed=1)
+    assert len(variants) == 4 and all(len(v) == len(texts) for v in variants)
+    changed_any = False
+    for v in variants:
+        for orig, new in zip(texts, v):
+            a, b = orig.split(), new.split()
+            diff = [(p, q) for p, q in zip(a, b) if p != q]
+            assert len(a) == len(b) and len(diff) <= max(1, int(0.2 * len(a)))  # the attack's own budget
+            assert all(q.lower() in TABLE[p.lower()] for p, q in diff)
+            changed_any |= bool(diff)
+    assert changed_any
+    # variant 0 is noise-free: per text, the positions whose best candidate has the largest estimated gain
+    words = [t.split() for t in texts]
+    subs = [{i: TABLE[w.lower()] for i, w in enumerate(ws) if w.lower() in TABLE} for ws in words]
+    gains = substitution_gains(trained_tiny, words, labels, subs)
+    for ws, sb, gn, got in zip(words, subs, gains, variants[0]):
+        best = sorted(((max(gn[i]), i, sb[i][gn[i].index(max(gn[i]))]) for i in gn), reverse=True)
+        want = list(ws)
+        for _, i, c in best[: max(1, int(0.2 * len(ws)))]:
+            want[i] = c
+        assert got.lower() == " ".join(want).lower()
+    assert obj.guided_variants(trained_tiny, texts, labels, seed=1) == variants
+    assert obj.guided_variants(trained_tiny, texts, labels, seed=2)[1:] != variants[1:]
+
+
+def test_random_substitution_kl_loss_is_trades_form(trained_tiny, monkeypatch):
+    texts, labels = synthetic_sentences(8, seed=2)
+    x, y = _text_batch(trained_tiny, texts, labels)
+    obj = create_objective("random-sub", None, seed=0, samples=3, rate=1.0, loss="kl", lam=3.0)
+    monkeypatch.setattr(obj, "_candidates", lambda: (lambda w: TABLE.get(w.lower(), [])))
+    picked = []
+    real_encode = trained_tiny.encode
+
+    def spy(batch_texts, device=None):
+        picked.append(list(batch_texts))
+        return real_encode(batch_texts, device=device)
+    monkeypatch.setattr(trained_tiny, "encode", spy)
+    loss, _ = obj(trained_tiny, x, y)  # eval mode throughout: no dropout, so the loss can be recomputed
+    scored, chosen = picked[:3], picked[3]
+    with torch.no_grad():
+        logp = F.log_softmax(trained_tiny(real_encode(texts)), -1)
+        kls = torch.stack([(logp.exp() * (logp - F.log_softmax(trained_tiny(real_encode(v)), -1))).sum(-1)
+                           for v in scored])
+        assert chosen == [scored[k][i] for i, k in enumerate(kls.argmax(0).tolist())]  # the largest KL, not CE
+        lq = F.log_softmax(trained_tiny(real_encode(chosen)), -1)
+        want = F.cross_entropy(logp, y) + 3.0 * (logp.exp() * (logp - lq)).sum(-1).mean()
+    assert torch.allclose(loss.detach(), want, atol=1e-5)
+    for bad, match in [({"guide": "hotflip"}, "'guide' parameter"), ({"loss": "mse"}, "'loss' parameter"),
+                       ({"max_share": 0}, "'max_share' parameter")]:
+        with pytest.raises(ValueError, match=match):
+            create_objective("random-sub", None, **bad)
+
+
 # -- synonym encoding ------------------------------------------------------------------------------------------------
 def test_synonym_encoding_maps_a_cluster_to_one_word_and_keeps_positions():
     from robustkit.data.synonyms import SynonymEncoding
@@ -284,3 +342,66 @@ def test_synonym_encoded_model_sees_substitutes_as_the_original_and_survives_a_c
     path = save_model(tmp_path / "m.safetensors", model, data={"name": "csv"})
     loaded, _ = load_model(path)
     assert loaded.word_map is not None and torch.equal(loaded.encode([f"the {syn} was good"])["input_ids"], a)
+
+
+# -- rare-word map ---------------------------------------------------------------------------------------------------
+def test_rare_word_map_reads_unseen_words_as_their_most_used_synonym():
+    from robustkit.data.synonyms import RareWordMap
+    table = {"flick": ["movie", "film"], "superb": ["great", "excellent"], "pic": ["photo"], "great": ["superb"]}
+    words = RareWordMap.from_texts(["The movie was great", "a great film , a film", "the movie"],
+                                   lambda w: table.get(w, []), min_count=2)
+    assert words.counts == {"the": 2, "movie": 2, "great": 2, "film": 2, "a": 2}  # once-seen words are not targets
+    assert words("a Flick was superb") == "a Movie was great"  # ties (movie, film) go to the earlier candidate
+    assert words("the movie was great") == "the movie was great"  # seen words keep themselves
+    assert words.word("pic") == "pic"  # no seen candidate: unchanged
+    assert words.word("SUPERB") == "GREAT" and words.word("|||") == "|||"
+    again = RareWordMap(words.to_spec()["counts"], lambda w: table.get(w, []), words.to_spec()["min_count"])
+    assert again("a flick was superb") == words("a flick was superb")
+    with pytest.raises(ValueError, match="'min_count' parameter"):
+        RareWordMap({}, lambda w: [], min_count=0)
+
+
+@pytest.mark.skipif(not HAS_WORDNET, reason="needs WordNet (wordnet-base)")
+def test_rare_word_run_stores_its_map_in_the_checkpoint(tmp_path, model_folder):
+    from _text_fixtures import write_synthetic_csv
+    from robustkit.checkpoint import load_model
+    from robustkit.config import TrainConfig
+    from robustkit.data.synonyms import synonym_candidates
+    from robustkit.attacks.discrete import STOP_WORDS
+    from robustkit.training import train
+    data = write_synthetic_csv(tmp_path / "data")
+    cfg = TrainConfig(name="tiny-rare", out_dir=str(tmp_path / "runs"), data="csv", data_dir=str(data),
+                      model=str(model_folder), model_args={"max_length": 24, "rare_words": 1}, method="standard",
+                      epochs=1, batch_size=16, lr=1e-3, eval_batch_size=64)
+    res = train(cfg, progress=False)
+    model, meta = load_model(res.run_dir)
+    train_words = {w for line in (data / "train.csv").read_text().splitlines()[1:] for w in line.split(",")[0].split()}
+    assert set(model.word_map.counts) == train_words and meta["model"]["rare_words"]["min_count"] == 1
+    cands = synonym_candidates(stop_words=STOP_WORDS)
+    # an unseen word with a seen synonym is read as that synonym, in the model's very inputs
+    unseen = next(c for w in sorted(train_words) for c in cands(w) if c not in train_words
+                  and model.word_map.target(c) != c)
+    seen = model.word_map.target(unseen)
+    assert seen in train_words
+    assert torch.equal(model.encode([f"the {unseen} was"])["input_ids"], model.encode([f"the {seen} was"])["input_ids"])
+    for bad in (0, "yes", 1.5):
+        cfg_bad = TrainConfig(**{**cfg.__dict__, "name": "tiny-rare-bad", "model_args": {"rare_words": bad}})
+        with pytest.raises(ValueError, match="model_args.rare_words"):
+            train(cfg_bad, progress=False)
+    with pytest.raises(ValueError, match="one word map"):
+        model.set_synonym_encoding(True)
+
+
+def test_random_substitution_skips_substitutes_the_word_map_undoes(monkeypatch):
+    from robustkit.data.synonyms import RareWordMap
+    table = {"good": ["great", "fine", "nice"], "great": ["good"], "fine": ["good"], "nice": ["good"]}
+    words = RareWordMap({"good": 5, "nice": 3, "the": 9}, lambda w: table.get(w, []), min_count=2)
+    assert words.word("great") == "good" and words.word("nice") == "nice"  # "great", "fine" are read as "good"
+    texts = ["the good one", "a good day"] * 4
+    for skip, allowed in ((True, {"nice"}), (False, {"great", "fine", "nice"})):
+        obj = create_objective("random-sub", None, seed=0, samples=6, rate=1.0, skip_mapped=skip)
+        monkeypatch.setattr(obj, "_candidates", lambda: (lambda w: table.get(w, [])))
+        drawn = {new.split()[1] for v in obj.variants(texts, seed=1, word_map=words) for new in v}
+        assert drawn == allowed
+    with pytest.raises(TypeError, match="'skip_mapped' parameter"):
+        create_objective("random-sub", None, skip_mapped="yes")

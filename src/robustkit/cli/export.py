@@ -55,3 +55,6 @@ def export(
     typer.echo(f"wrote {doc['path']} ({doc['bytes'] / 1e6:.2f} MB, opset {opset}, {doc['exporter']})")
     typer.echo(f"ONNX Runtime vs PyTorch on a batch of {doc['batch']}: max abs logit difference "
                f"{doc['max_abs_logit_diff']:.3g}")
+    if doc.get("word_map"):
+        typer.echo(f"note: the model reads words through a {doc['word_map']['kind']} map that the ONNX graph does not "
+                   f"contain; it is in {Path(doc['path']).with_suffix('.export.json')} (apply it before tokenizing)")

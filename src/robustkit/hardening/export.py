@@ -106,6 +106,24 @@ def export_onnx(model: nn.Module, inputs: dict[str, torch.Tensor], path, *, opse
     with torch.no_grad():
         want = net(*(check[n] for n in names)).float().numpy()
     diff = float(np.abs(got - want).max())
-    return {"path": str(path), "max_abs_logit_diff": diff, "batch": int(next(iter(check.values())).shape[0]),
-            "opset": opset, "exporter": "torch.onnx.export(dynamo=False)", "inputs": names,
-            "onnxruntime": ort.__version__, "bytes": path.stat().st_size}
+    doc = {"path": str(path), "max_abs_logit_diff": diff, "batch": int(next(iter(check.values())).shape[0]),
+           "opset": opset, "exporter": "torch.onnx.export(dynamo=False)", "inputs": names,
+           "onnxruntime": ort.__version__, "bytes": path.stat().st_size}
+    word_map = _word_map_doc(model) if text else None
+    if word_map is not None:
+        doc["word_map"] = word_map
+    return doc
+
+
+def _word_map_doc(model) -> dict | None:
+    """The word map a text model applies before tokenizing (a defence: synonym encoding, rare words). The ONNX
+    graph starts at token ids, so without it a caller would silently serve the undefended model: the export
+    document carries it (the rare-word map whole, as JSON) and says where it goes."""
+    spec = getattr(model, "robustkit_spec", None) or {}
+    if getattr(model, "word_map", None) is None:
+        return None
+    how = ("replace each whitespace-separated word before tokenizing, as robustkit's TextClassifier.prepare does; "
+           "the ONNX graph takes token ids and does not apply it")
+    if spec.get("rare_words"):
+        return {"kind": "rare_words", "spec": spec["rare_words"], "apply": how}
+    return {"kind": "synonym_encoding", "spec": {"synonym_encoding": True}, "apply": how}

@@ -20,7 +20,7 @@ from ..threat import SubstitutionThreat, ThreatModel
 from .base import Modality
 
 #: model_args keys that configure the classifier; the rest of DATA_KEYS go to the dataset loader.
-MODEL_KEYS = ("max_length", "freeze_layers", "head", "dropout", "lora", "new_head", "synonym_encoding")
+MODEL_KEYS = ("max_length", "freeze_layers", "head", "dropout", "lora", "new_head", "synonym_encoding", "rare_words")
 DATA_KEYS = ("text_column", "text_pair_column", "label_column", "variant", "on_empty", "labels", "train_file",
              "test_file", "train_split", "test_split")
 
@@ -69,7 +69,22 @@ class TextModality(Modality):
 
     def build_model(self, cfg, ds, model_kwargs):
         from ..models.text import build_text_model
-        return build_text_model(cfg.model, ds.num_classes, class_names=list(ds.class_names), **model_kwargs)
+        kw = dict(model_kwargs)
+        rare = kw.pop("rare_words", None)
+        model = build_text_model(cfg.model, ds.num_classes, class_names=list(ds.class_names), **kw)
+        if rare is not None and rare is not False:
+            # The map is counted from this run's training texts, so it is built here (where they are) and
+            # stored in the model's spec: evaluation, certification and serving read it from the checkpoint.
+            from ..attacks.discrete import STOP_WORDS
+            from ..data.synonyms import RareWordMap, synonym_candidates
+            if rare is True:
+                rare = 2
+            if isinstance(rare, bool) or not isinstance(rare, int) or rare < 1:
+                raise ValueError(f"The 'model_args.rare_words' option must be true or the least count (an integer "
+                                 f">= 1) a training word needs to keep itself. Got {rare!r}.")
+            words = RareWordMap.from_texts(ds.train_texts, synonym_candidates(stop_words=STOP_WORDS), rare)
+            model.set_rare_word_map(words.to_spec())
+        return model
 
     def match_labels(self, model, meta: dict, ds, ref: str, data_name: str) -> str | None:
         """Refuse data whose label set differs from the model's (the error names both); data with the model's
@@ -134,7 +149,7 @@ class TextModality(Modality):
         if getattr(cfg, "augment", None):
             raise ValueError(f"The 'augment' parameter ({cfg.augment!r}) is an image augmentation; text data takes "
                              "none (for adversarial text augmentation use method: augment).")
-        # A synonym-encoded model trains on what it will see: each word as its cluster's representative.
+        # A model with a word map (synonym encoding, rare words) trains on what it will see: the mapped words.
         x = model.prepare(list(x)) if hasattr(model, "prepare") else list(x)
         return text_batches(x, y, model.tokenizer, batch_size=cfg.batch_size, max_length=model.max_length,
                             seed=cfg.seed, with_texts=with_raw, rank=rank, world=world,

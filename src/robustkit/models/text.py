@@ -208,9 +208,22 @@ class TextClassifier(nn.Module):
         """Switch synonym encoding (:class:`robustkit.data.synonyms.SynonymEncoding` over this tokenizer's
         vocabulary and the word attack's candidate sets) on or off; recorded in ``robustkit_spec``."""
         from ..data.synonyms import synonym_encoding_for
+        if on and (getattr(self, "robustkit_spec", None) or {}).get("rare_words"):
+            raise ValueError("A text model takes one word map: synonym_encoding and rare_words cannot both be on.")
         self.word_map = synonym_encoding_for(self.tokenizer) if on else None
         if hasattr(self, "robustkit_spec"):
             self.robustkit_spec["synonym_encoding"] = bool(on)
+
+    def set_rare_word_map(self, spec: dict | None) -> None:
+        """Read words the training texts never used as their most used synonym
+        (:class:`robustkit.data.synonyms.RareWordMap`; ``spec`` from its ``to_spec``), or switch it off
+        with None; the spec (word counts, JSON) travels in ``robustkit_spec`` and so in the checkpoint."""
+        from ..data.synonyms import rare_word_map_from_spec
+        if spec and (getattr(self, "robustkit_spec", None) or {}).get("synonym_encoding"):
+            raise ValueError("A text model takes one word map: synonym_encoding and rare_words cannot both be on.")
+        self.word_map = rare_word_map_from_spec(spec) if spec else None
+        if hasattr(self, "robustkit_spec"):
+            self.robustkit_spec["rare_words"] = self.word_map.to_spec() if spec else None
 
     def encode_words(self, words: list[list[str]], device: torch.device | None = None
                      ) -> tuple[dict[str, torch.Tensor], list[list[int | None]]]:
@@ -444,6 +457,8 @@ def _build_from_spec(spec: dict) -> TextClassifier:
     model.robustkit_spec = dict(spec)
     if spec.get("synonym_encoding"):
         model.set_synonym_encoding(True)
+    if spec.get("rare_words"):
+        model.set_rare_word_map(spec["rare_words"])
     return model
 
 
