@@ -359,6 +359,12 @@ def test_rare_word_map_reads_unseen_words_as_their_most_used_synonym():
     assert again("a flick was superb") == words("a flick was superb")
     with pytest.raises(ValueError, match="'min_count' parameter"):
         RareWordMap({}, lambda w: [], min_count=0)
+    from robustkit.data.synonyms import rare_word_map_from_spec
+    for bad in ("counts", {"min_count": 2}, {"counts": ["film"]}):  # a damaged checkpoint spec: a clear error
+        with pytest.raises(ValueError, match="rare-word map spec must be a mapping with 'min_count' and 'counts'"):
+            rare_word_map_from_spec(bad)
+    with pytest.raises(ValueError, match="integer counts. Got 'film': '3'"):
+        RareWordMap({"film": "3"}, lambda w: [], min_count=2)
 
 
 @pytest.mark.skipif(not HAS_WORDNET, reason="needs WordNet (wordnet-base)")

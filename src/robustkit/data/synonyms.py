@@ -188,7 +188,11 @@ class RareWordMap:
     def __init__(self, counts: dict[str, int], candidates: "SynonymCandidates", min_count: int = 2):
         from .._validation import check_number
         self.min_count = check_number(min_count, "min_count", owner="RareWordMap", low=1, integer=True)
-        self.counts = {str(w): int(c) for w, c in counts.items() if int(c) >= self.min_count}
+        bad = next(((w, c) for w, c in counts.items() if isinstance(c, bool) or not isinstance(c, int)), None)
+        if bad is not None:
+            raise ValueError(f"The 'counts' parameter of RareWordMap must map words to integer counts. Got "
+                             f"{bad[0]!r}: {bad[1]!r}.")
+        self.counts = {str(w): c for w, c in counts.items() if c >= self.min_count}
         self._candidates = candidates
         self._cache: dict[str, str] = {}
 
