@@ -208,19 +208,23 @@ class TextClassifier(nn.Module):
         """Switch synonym encoding (:class:`robustkit.data.synonyms.SynonymEncoding` over this tokenizer's
         vocabulary and the word attack's candidate sets) on or off; recorded in ``robustkit_spec``."""
         from ..data.synonyms import synonym_encoding_for
-        if on and (getattr(self, "robustkit_spec", None) or {}).get("rare_words"):
-            raise ValueError("A text model takes one word map: synonym_encoding and rare_words cannot both be on.")
+        if on:
+            self._check_one_word_map("rare_words")
         self.word_map = synonym_encoding_for(self.tokenizer) if on else None
         if hasattr(self, "robustkit_spec"):
             self.robustkit_spec["synonym_encoding"] = bool(on)
+
+    def _check_one_word_map(self, other: str) -> None:
+        if (getattr(self, "robustkit_spec", None) or {}).get(other):
+            raise ValueError("A text model takes one word map: synonym_encoding and rare_words cannot both be on.")
 
     def set_rare_word_map(self, spec: dict | None) -> None:
         """Read words the training texts never used as their most used synonym
         (:class:`robustkit.data.synonyms.RareWordMap`; ``spec`` from its ``to_spec``), or switch it off
         with None; the spec (word counts, JSON) travels in ``robustkit_spec`` and so in the checkpoint."""
         from ..data.synonyms import rare_word_map_from_spec
-        if spec and (getattr(self, "robustkit_spec", None) or {}).get("synonym_encoding"):
-            raise ValueError("A text model takes one word map: synonym_encoding and rare_words cannot both be on.")
+        if spec:
+            self._check_one_word_map("synonym_encoding")
         self.word_map = rare_word_map_from_spec(spec) if spec else None
         if hasattr(self, "robustkit_spec"):
             self.robustkit_spec["rare_words"] = self.word_map.to_spec() if spec else None

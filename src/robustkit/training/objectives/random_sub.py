@@ -178,4 +178,4 @@ class RandomSubstitution(Objective):
 
 def _kl(log_p_clean: torch.Tensor, logits_variant: torch.Tensor) -> torch.Tensor:
     """Per-example KL(p_clean || p_variant), TRADES's direction (the clean side is the target)."""
-    return (log_p_clean.exp() * (log_p_clean - F.log_softmax(logits_variant, -1))).sum(-1)
+    return F.kl_div(F.log_softmax(logits_variant, -1), log_p_clean, log_target=True, reduction="none").sum(-1)
